@@ -1,0 +1,23 @@
+"""A from-scratch PyTorch LED (Longformer-Encoder-Decoder) with transformers' names and numbers.
+
+No spaCy or Thinc here: this package is usable on its own, like ``transformers`` is.
+"""
+from .config import LEDConfig
+from .model import (
+    DecoderCache,
+    LEDForConditionalGeneration,
+    LEDForQuestionAnswering,
+    LEDForSequenceClassification,
+    LEDModel,
+    shift_tokens_right,
+)
+
+__all__ = [
+    "LEDConfig",
+    "LEDModel",
+    "LEDForConditionalGeneration",
+    "LEDForSequenceClassification",
+    "LEDForQuestionAnswering",
+    "DecoderCache",
+    "shift_tokens_right",
+]

@@ -1,0 +1,337 @@
+"""Attention for LED: the encoder's sliding-window + global attention and the decoder's cached attention.
+
+The encoder attention computes exactly what HuggingFace's ``LEDEncoderSelfAttention`` computes (see
+``shared/LED_FACTS.md``) with another formulation, built for long inputs:
+
+* Local part, blocked: queries are cut into blocks of ``w`` (the one-sided window); block ``b`` attends the
+  ``3w`` keys around it plus the global tokens' keys, with an additive band mask. Every block is one batch
+  entry of ``scaled_dot_product_attention`` (4-D tensors), so the fused CPU/GPU kernels do the work, memory
+  grows linearly with the length and the input is only padded to a multiple of ``w``, not of the window.
+  Sequences shorter than ``3w`` use one dense block.
+* Global rows: a global query attends all non-padding tokens through ``key_global`` / ``value_global``. With
+  few global tokens the projections are folded into the query and the output instead of projecting every
+  token: ``q·(Wk h + bk) = (Wkᵀq)·h + const`` (the constant cancels in the softmax) and
+  ``Σ p (Wv h + bv) = Wv (Σ p h) + bv``. That costs ``O(G·H·L·d)`` instead of two ``O(L·d²)`` passes.
+
+``EncoderMaskLayout`` holds what the layers share (padding, global positions, band masks per window), built
+once per forward pass.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+def _min_value(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).min
+
+
+@dataclass
+class EncoderMaskLayout:
+    """Padding and global-token bookkeeping for one encoder forward pass, shared by every layer.
+
+    ``attention_mask`` (B, L): 1 for real tokens, 0 for padding. ``global_mask`` (B, L): 1 for tokens with
+    global attention (a padding token marked global stays padding, as in the reference).
+    """
+
+    is_pad: torch.Tensor  # (B, L) bool
+    is_global: torch.Tensor  # (B, L) bool, never True on padding
+    global_index: torch.Tensor  # (B, G) long positions of the global tokens, 0 in unused slots
+    global_slot_valid: torch.Tensor  # (B, G) bool
+    num_global: int  # G: the most global tokens of any row
+    _band_masks: Dict[Tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, attention_mask: torch.Tensor, global_mask: Optional[torch.Tensor]) -> "EncoderMaskLayout":
+        is_pad = attention_mask == 0
+        if global_mask is None:
+            is_global = torch.zeros_like(is_pad)
+        else:
+            is_global = (global_mask != 0) & ~is_pad
+        counts = is_global.sum(dim=1)
+        num_global = int(counts.max().item()) if is_global.numel() else 0
+        batch = is_pad.shape[0]
+        if num_global:
+            # Stable sort puts the global positions first, in order of position.
+            order = torch.sort((~is_global).to(torch.int8), dim=1, stable=True).indices[:, :num_global]
+            slot_valid = torch.arange(num_global, device=is_pad.device)[None, :] < counts[:, None]
+            global_index = torch.where(slot_valid, order, torch.zeros_like(order))
+        else:
+            global_index = torch.zeros(batch, 0, dtype=torch.long, device=is_pad.device)
+            slot_valid = torch.zeros(batch, 0, dtype=torch.bool, device=is_pad.device)
+        return cls(is_pad, is_global, global_index, slot_valid, num_global)
+
+    @property
+    def has_global(self) -> bool:
+        return self.num_global > 0
+
+    def gather_global(self, states: torch.Tensor) -> torch.Tensor:
+        """(B, L, ...) -> (B, G, ...): the rows of the global tokens (row 0 in unused slots)."""
+        index = self.global_index.view(*self.global_index.shape, *([1] * (states.dim() - 2)))
+        return torch.gather(states, 1, index.expand(-1, -1, *states.shape[2:]))
+
+    def block_size(self, one_sided: int) -> int:
+        """Query block length: one dense block for short inputs, else the one-sided window."""
+        length = self.is_pad.shape[1]
+        return length if length <= 3 * one_sided else one_sided
+
+    def band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (B*nb, 1, c, S) for the blocked layout of window ``one_sided``: 0 where query i may
+        attend key j (|i-j| <= w, j a normal token; or j a global token), the dtype's minimum elsewhere."""
+        key = (one_sided, dtype)
+        if key not in self._band_masks:
+            self._band_masks[key] = self._make_band_mask(one_sided, dtype)
+        return self._band_masks[key]
+
+    def _make_band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
+        batch, length = self.is_pad.shape
+        device = self.is_pad.device
+        block = self.block_size(one_sided)
+        n_blocks = -(-length // block)
+        normal = ~(self.is_pad | self.is_global)  # keys the local band may use
+        if block == length:  # one dense block: keys are the sequence itself
+            positions = torch.arange(length, device=device)
+            band = (positions[:, None] - positions[None, :]).abs() <= one_sided  # (L, L)
+            allowed = band[None] & normal[:, None, :]  # (B, L, L)
+            allowed = allowed[:, None]  # (B, 1, c, S)
+        else:
+            span = block + 2 * one_sided
+            q_local = torch.arange(block, device=device)
+            k_local = torch.arange(span, device=device)
+            band = (k_local[None, :] >= q_local[:, None]) & (k_local[None, :] <= q_local[:, None] + 2 * one_sided)
+            padded = F.pad(normal, (one_sided, n_blocks * block + one_sided - length), value=False)
+            key_ok = padded.unfold(1, span, block)  # (B, nb, span)
+            allowed = band[None, None] & key_ok[:, :, None, :]  # (B, nb, c, span)
+            allowed = allowed.reshape(batch * n_blocks, 1, block, span)
+        if self.num_global:
+            glob = self.global_slot_valid[:, None, None, :].expand(batch, n_blocks, block, self.num_global)
+            glob = glob.reshape(batch * n_blocks, 1, block, self.num_global)
+            allowed = torch.cat([allowed, glob], dim=-1)
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+        return mask.masked_fill_(~allowed, _min_value(dtype))
+
+
+class LEDEncoderSelfAttention(nn.Module):
+    """Longformer self-attention with HuggingFace's parameter names (``longformer_self_attn.*``)."""
+
+    def __init__(self, d_model: int, num_heads: int, attention_window: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.embed_dim = d_model
+        self.one_sided_attn_window_size = attention_window // 2
+        self.dropout = dropout
+        self.query = nn.Linear(d_model, d_model)
+        self.key = nn.Linear(d_model, d_model)
+        self.value = nn.Linear(d_model, d_model)
+        self.query_global = nn.Linear(d_model, d_model)
+        self.key_global = nn.Linear(d_model, d_model)
+        self.value_global = nn.Linear(d_model, d_model)
+
+    def forward(
+        self, hidden_states: torch.Tensor, layout: EncoderMaskLayout, output_attentions: bool = False
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+        batch, length, _ = hidden_states.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        q = self.query(hidden_states).view(batch, length, heads, head_dim)
+        k = self.key(hidden_states).view(batch, length, heads, head_dim)
+        v = self.value(hidden_states).view(batch, length, heads, head_dim)
+        dropout = self.dropout if self.training else 0.0
+
+        if output_attentions:
+            out, local_probs = self._local_attention_explicit(q, k, v, layout, dropout)
+        else:
+            out, local_probs = self._local_attention(q, k, v, layout, dropout), None
+
+        global_probs = None
+        if layout.has_global:
+            global_out, global_probs = self._global_rows(hidden_states, layout, dropout, output_attentions)
+            rows = layout.global_slot_valid
+            batch_index = torch.arange(batch, device=out.device)[:, None].expand_as(rows)[rows]
+            out = out.index_put((batch_index, layout.global_index[rows]), global_out[rows])
+            if local_probs is not None:
+                local_probs = local_probs.masked_fill(layout.is_global[:, :, None, None], 0.0)
+        out = out.masked_fill(layout.is_pad[:, :, None], 0.0)
+        return out, local_probs, global_probs
+
+    # ---- local (sliding window) part ------------------------------------------------------------------
+    def _blocked_keys(self, states: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
+        """(B, L, H, D) -> (B*nb, H, S, D): each query block's keys (or values), global ones appended."""
+        batch, length, heads, head_dim = states.shape
+        w = self.one_sided_attn_window_size
+        block = layout.block_size(w)
+        if block == length:
+            blocks = states.transpose(1, 2)[:, None]  # (B, 1, H, L, D)
+        else:
+            n_blocks = -(-length // block)
+            padded = F.pad(states, (0, 0, 0, 0, w, n_blocks * block + w - length))
+            blocks = padded.unfold(1, block + 2 * w, block).permute(0, 1, 2, 4, 3)  # (B, nb, H, S, D)
+        if layout.has_global:
+            glob = layout.gather_global(states).transpose(1, 2)[:, None]  # (B, 1, H, G, D)
+            blocks = torch.cat([blocks, glob.expand(-1, blocks.shape[1], -1, -1, -1)], dim=3)
+        return blocks.reshape(-1, heads, blocks.shape[3], head_dim)
+
+    def _blocked_queries(self, q: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
+        batch, length, heads, head_dim = q.shape
+        block = layout.block_size(self.one_sided_attn_window_size)
+        n_blocks = -(-length // block)
+        q = F.pad(q, (0, 0, 0, 0, 0, n_blocks * block - length))
+        return q.view(batch, n_blocks, block, heads, head_dim).transpose(2, 3).reshape(-1, heads, block, head_dim)
+
+    def _unblock(self, out: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+        """(B*nb, H, c, D) -> (B, L, H*D)."""
+        _, heads, block, head_dim = out.shape
+        out = out.view(batch, -1, heads, block, head_dim).transpose(2, 3)
+        return out.reshape(batch, -1, heads * head_dim)[:, :length]
+
+    def _local_attention(self, q, k, v, layout: EncoderMaskLayout, dropout: float) -> torch.Tensor:
+        batch, length = q.shape[:2]
+        mask = layout.band_mask(self.one_sided_attn_window_size, q.dtype)
+        out = F.scaled_dot_product_attention(
+            self._blocked_queries(q, layout),
+            self._blocked_keys(k, layout),
+            self._blocked_keys(v, layout),
+            attn_mask=mask,
+            dropout_p=dropout,
+            scale=1.0 / math.sqrt(self.head_dim),
+        )
+        return self._unblock(out, batch, length)
+
+    def _local_attention_explicit(self, q, k, v, layout: EncoderMaskLayout, dropout: float):
+        """The same as ``_local_attention`` with the probabilities materialised, for ``output_attentions``.
+
+        Returns the probabilities in HuggingFace's layout (B, L, H, G + 2w + 1): the global keys first, then
+        the band in relative order (key i - w ... i + w)."""
+        batch, length, heads, head_dim = q.shape
+        w = self.one_sided_attn_window_size
+        queries = self._blocked_queries(q, layout) / math.sqrt(head_dim)
+        scores = queries @ self._blocked_keys(k, layout).transpose(-1, -2)
+        scores = scores + layout.band_mask(w, scores.dtype)
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = F.dropout(probs, dropout, self.training) @ self._blocked_keys(v, layout)
+        out = self._unblock(out, batch, length)
+
+        block = queries.shape[2]
+        n_global = layout.num_global
+        band_width = probs.shape[-1] - n_global
+        # Relative band: query at block offset a sees key offset a + r - (w - shift), r in 0..2w.
+        shift = 0 if block == length else w
+        a = torch.arange(block, device=q.device)[:, None]
+        r = torch.arange(2 * w + 1, device=q.device)[None, :]
+        key_pos = a + r - w + shift  # (c, 2w+1) index into the block's keys
+        valid = (key_pos >= 0) & (key_pos < band_width)
+        gathered = torch.gather(
+            probs[..., :band_width], -1, key_pos.clamp(0, band_width - 1).expand(*probs.shape[:2], -1, -1)
+        ).masked_fill(~valid, 0.0)
+        rel = torch.cat([probs[..., band_width:], gathered], dim=-1)  # (B*nb, H, c, G + 2w + 1)
+        rel = rel.view(batch, -1, heads, block, rel.shape[-1]).transpose(2, 3)
+        rel = rel.reshape(batch, -1, heads, rel.shape[-1])[:, :length]
+        rel = rel.masked_fill(layout.is_pad[:, :, None, None], 0.0)
+        return out, rel
+
+    # ---- global rows -----------------------------------------------------------------------------------
+    def _global_rows(self, hidden_states, layout: EncoderMaskLayout, dropout: float, output_attentions: bool):
+        """Outputs (B, G, H*D) of the global tokens' rows, and their probabilities (B, H, G, L) if asked."""
+        batch, length, d_model = hidden_states.shape
+        heads, head_dim, n_global = self.num_heads, self.head_dim, layout.num_global
+        q = self.query_global(layout.gather_global(hidden_states)).view(batch, n_global, heads, head_dim)
+        q = q / math.sqrt(head_dim)
+        key_mask = torch.zeros(batch, 1, length, dtype=hidden_states.dtype, device=hidden_states.device)
+        key_mask = key_mask.masked_fill(layout.is_pad[:, None, :], _min_value(hidden_states.dtype))
+
+        if n_global * heads < d_model:  # folded projections (see module docstring)
+            w_k = self.key_global.weight.view(heads, head_dim, d_model)
+            q_folded = torch.einsum("bghe,hed->bhgd", q, w_k).reshape(batch, heads * n_global, d_model)
+            scores = torch.bmm(q_folded, hidden_states.transpose(1, 2)) + key_mask  # (B, H*G, L)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(hidden_states.dtype)
+            context = torch.bmm(F.dropout(probs, dropout, self.training), hidden_states)  # (B, H*G, d)
+            w_v = self.value_global.weight.view(heads, head_dim, d_model)
+            out = torch.einsum("bhgd,hed->bghe", context.view(batch, heads, n_global, d_model), w_v)
+            out = out + self.value_global.bias.view(heads, head_dim)
+            out = out.reshape(batch, n_global, heads * head_dim)
+            probs = probs.view(batch, heads, n_global, length)
+        else:  # many global tokens: projecting every token once is cheaper
+            k = self.key_global(hidden_states).view(batch, length, heads, head_dim).transpose(1, 2)
+            v = self.value_global(hidden_states).view(batch, length, heads, head_dim).transpose(1, 2)
+            q = q.transpose(1, 2)
+            if output_attentions:
+                scores = q @ k.transpose(-1, -2) + key_mask[:, None]
+                probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(hidden_states.dtype)
+                out = F.dropout(probs, dropout, self.training) @ v
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None], dropout_p=dropout, scale=1.0)
+                probs = None
+            out = out.transpose(1, 2).reshape(batch, n_global, heads * head_dim)
+        return out, (probs if output_attentions else None)
+
+
+class LEDEncoderAttention(nn.Module):
+    """HuggingFace's ``self_attn`` of an encoder layer: the Longformer attention plus its output projection."""
+
+    def __init__(self, d_model: int, num_heads: int, attention_window: int, dropout: float):
+        super().__init__()
+        self.longformer_self_attn = LEDEncoderSelfAttention(d_model, num_heads, attention_window, dropout)
+        self.output = nn.Linear(d_model, d_model)
+
+    def forward(self, hidden_states, layout: EncoderMaskLayout, output_attentions: bool = False):
+        out, local_probs, global_probs = self.longformer_self_attn(hidden_states, layout, output_attentions)
+        return self.output(out), local_probs, global_probs
+
+
+class DecoderAttention(nn.Module):
+    """BART attention (decoder self-attention or cross-attention) with HuggingFace's parameter names."""
+
+    def __init__(self, d_model: int, num_heads: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = d_model // num_heads
+        self.dropout = dropout
+        self.q_proj = nn.Linear(d_model, d_model)
+        self.k_proj = nn.Linear(d_model, d_model)
+        self.v_proj = nn.Linear(d_model, d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def project_kv(self, states: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, d) -> keys and values (B, H, T, D)."""
+        batch, length, _ = states.shape
+        k = self.k_proj(states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(states).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        return k, v
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: Optional[torch.Tensor],
+        group: int = 1,
+        output_attentions: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Attend ``key``/``value`` (B/group, H, S, D) from ``hidden_states`` (B, T, d).
+
+        ``group`` > 1 lets ``group`` consecutive rows (the beams of one input) share one set of keys: their
+        queries are stacked along the time axis, so cross-attention keys are never copied per beam.
+        ``mask`` is additive, broadcastable to (B/group, 1 or H, group*T, S).
+        """
+        batch, length, d_model = hidden_states.shape
+        heads, head_dim = self.num_heads, self.head_dim
+        q = self.q_proj(hidden_states) * head_dim**-0.5
+        q = q.view(batch // group, group * length, heads, head_dim).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if output_attentions:
+            scores = q @ key.transpose(-1, -2)
+            if mask is not None:
+                scores = scores + mask
+            probs = torch.softmax(scores, dim=-1)
+            out = F.dropout(probs, dropout, self.training) @ value
+            probs = probs.view(batch // group, heads, group, length, -1).transpose(1, 2).reshape(batch, heads, length, -1)
+        else:
+            out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, dropout_p=dropout, scale=1.0)
+            probs = None
+        out = out.transpose(1, 2).reshape(batch, length, d_model)
+        return self.out_proj(out), probs
