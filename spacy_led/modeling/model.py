@@ -476,10 +476,6 @@ class LEDModel(LEDPreTrainedModel):
     ) -> Seq2SeqModelOutput:
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
-        if decoder_input_ids is None:
-            if input_ids is None:
-                raise ValueError("give decoder_input_ids (or input_ids, from which they are shifted).")
-            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
         if encoder_outputs is None:
             encoder_outputs = self.encoder(
                 input_ids=input_ids,
@@ -491,6 +487,10 @@ class LEDModel(LEDPreTrainedModel):
             )
         elif not isinstance(encoder_outputs, EncoderOutput):
             encoder_outputs = EncoderOutput(*encoder_outputs)
+        if decoder_input_ids is None:  # after the encoder, which has checked input_ids
+            if input_ids is None:
+                raise ValueError("give decoder_input_ids (or input_ids, from which they are shifted).")
+            decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
         _check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size,
                    self.config.max_decoder_position_embeddings, "max_decoder_position_embeddings")
         decoder_outputs = self.decoder(

@@ -1,0 +1,85 @@
+"""Training switches (dropout, gradient checkpointing, bfloat16) and clear errors for bad input."""
+import pytest
+import torch
+
+from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
+
+from conftest import TINY, make_batch, relative_error
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return LEDForConditionalGeneration(LEDConfig(**{**TINY, "dropout": 0.0})).eval()
+
+
+def _loss(model, **extra):
+    ids, mask, glob = make_batch(length=60, pad_lengths=(60, 40, 33), globals_per_row=((0, 9), (0,), ()))
+    labels = torch.randint(4, TINY["vocab_size"], (3, 10), generator=torch.Generator().manual_seed(1))
+    return model(input_ids=ids, attention_mask=mask, global_attention_mask=glob, labels=labels, **extra).loss
+
+
+def test_dropout_only_in_train_mode():
+    torch.manual_seed(0)
+    model = LEDForConditionalGeneration(LEDConfig(**{**TINY, "dropout": 0.3, "attention_dropout": 0.2}))
+    model.train()
+    assert not torch.equal(_loss(model), _loss(model))
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(_loss(model), _loss(model))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(model):
+    model.train()  # dropout 0: train mode without randomness
+    model.zero_grad()
+    _loss(model).backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    model.gradient_checkpointing_enable()
+    try:
+        _loss(model).backward()
+        checkpointed = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    finally:
+        model.gradient_checkpointing_disable()
+        model.zero_grad()
+        model.eval()
+    assert plain.keys() == checkpointed.keys() and len(plain) > 50
+    for name in plain:
+        assert relative_error(checkpointed[name], plain[name], floor=1e-2) <= 1e-5, name
+
+
+def test_bfloat16_on_cpu_trains_and_stays_close_to_float32(model):
+    with torch.no_grad():
+        reference = _loss(model)
+    half = LEDForConditionalGeneration(model.config)
+    half.load_state_dict(model.state_dict())
+    half.to(torch.bfloat16).train()
+    loss = _loss(half)
+    loss.backward()
+    assert loss.dtype == torch.float32  # the loss is computed in float32
+    assert abs(loss.detach().item() - reference.item()) <= 0.05 * reference.item()
+    assert all(torch.isfinite(p.grad).all() for p in half.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda b: dict(b, input_ids=b["input_ids"][:, :0], attention_mask=None, global_attention_mask=None), "is empty"),
+        (lambda b: dict(b, input_ids=b["input_ids"][0]), r"shape \(batch, length\)"),
+        (lambda b: dict(b, attention_mask=b["attention_mask"][:, :5]), "attention_mask has shape"),
+        (lambda b: dict(b, global_attention_mask=b["global_attention_mask"][:2]), "global_attention_mask has shape"),
+        (lambda b: dict(b, input_ids=b["input_ids"].clone().fill_(500)), "outside the vocabulary"),
+        (lambda b: dict(b, decoder_input_ids=torch.zeros(3, 200, dtype=torch.long)), r"only 128 positions \(max_decoder_position_embeddings\)"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(model, change, message):
+    ids, mask, glob = make_batch(length=30, pad_lengths=(30, 20, 10), globals_per_row=((0,), (), ()))
+    batch = dict(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+    with pytest.raises(ValueError, match=message):
+        model(**change(batch))
+
+
+def test_too_long_input_names_length_and_limit(model):
+    ids = torch.full((1, TINY["max_encoder_position_embeddings"] + 1), 5)
+    with pytest.raises(ValueError, match=r"4097 tokens but the model has only 4096 positions"):
+        model(input_ids=ids)
