@@ -79,3 +79,49 @@ def hf_qa_checkpoint(transformers_led, tmp_path_factory):
 @pytest.fixture(scope="session")
 def hf_base_checkpoint(transformers_led, tmp_path_factory):
     return _save_reference(transformers_led, "LEDModel", tmp_path_factory, "led_base", seed=2)
+
+
+PIPE_SHAPE = dict(TINY, vocab_size=500, max_encoder_position_embeddings=512, max_decoder_position_embeddings=64)
+
+
+def make_pipeline_checkpoint(transformers, cls_name, path, seed=0, **changes):
+    """A tiny HuggingFace LED directory of ``cls_name`` with a BART-style tokenizer beside the weights, the
+    layout of a real ``allenai/led-base-16384`` download."""
+    from tokenizer_fixture import make_tokenizer_dir
+
+    torch.manual_seed(seed)
+    model = getattr(transformers, cls_name)(transformers.LEDConfig(**{**PIPE_SHAPE, **changes})).eval()
+    model.save_pretrained(path)
+    make_tokenizer_dir(path, vocab_size=PIPE_SHAPE["vocab_size"])
+    return path
+
+
+@pytest.fixture(scope="session")
+def summarizer_checkpoint(transformers_led, tmp_path_factory):
+    return make_pipeline_checkpoint(transformers_led, "LEDForConditionalGeneration", tmp_path_factory.mktemp("sum"))
+
+
+@pytest.fixture(scope="session")
+def qa_checkpoint(transformers_led, tmp_path_factory):
+    return make_pipeline_checkpoint(transformers_led, "LEDForQuestionAnswering", tmp_path_factory.mktemp("qa"), seed=3)
+
+
+@pytest.fixture(scope="session")
+def classifier_checkpoint(transformers_led, tmp_path_factory):
+    """transformers 5 has no LEDForSequenceClassification: the weights come from spacy-led itself."""
+    from spacy_led.modeling import LEDConfig, LEDForSequenceClassification
+    from tokenizer_fixture import make_tokenizer_dir
+
+    torch.manual_seed(4)
+    path = tmp_path_factory.mktemp("cls")
+    config = LEDConfig(**PIPE_SHAPE, id2label={0: "science", 1: "sports", 2: "law"})
+    LEDForSequenceClassification(config).eval().save_pretrained(path)
+    make_tokenizer_dir(path, vocab_size=PIPE_SHAPE["vocab_size"])
+    return path
+
+
+LONG_TEXT = (
+    "The court reviewed the contract in detail. Both parties agreed to the terms in 2019!  Then the dispute began.\n"
+    "Witnesses described the café meeting in Zürich; one said 東京 was mentioned twice. Was the payment late? "
+    "The judge asked who signed first. Nobody answered at once.\tLater the clerk read the record aloud. "
+)

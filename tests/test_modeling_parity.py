@@ -6,7 +6,7 @@ blocked and the overlapping-chunk formulations, so bit equality is impossible).
 import pytest
 import torch
 
-from spacy_led.modeling import LEDForConditionalGeneration, LEDForQuestionAnswering, LEDModel
+from spacy_led.modeling import LEDForConditionalGeneration, LEDForQuestionAnswering, LEDModel, shift_tokens_right
 
 from conftest import TINY, make_batch, relative_error
 
@@ -163,3 +163,22 @@ def test_decoder_cache_equals_full_decoding(cg_pair):
             steps.append(out.logits)
     assert cache.get_seq_length() == decoder_ids.shape[1]
     assert relative_error(torch.cat(steps, dim=1), full) <= TOL
+
+
+def test_question_answering_past_the_decoder_positions(hf_qa_checkpoint):
+    """Inputs longer than the decoder's 128 positions (where transformers fails) are decoded in segments:
+    the first segment equals decoding it alone, and every position gets logits."""
+    _, path = hf_qa_checkpoint
+    ours = LEDForQuestionAnswering.from_pretrained(path)
+    limit = TINY["max_decoder_position_embeddings"]
+    ids, mask, glob = make_batch(batch=2, length=300, pad_lengths=(300, 200), globals_per_row=((0, 1), (0,)))
+    with torch.no_grad():
+        out = ours(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+        encoder = ours.led.encoder(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+        shifted = shift_tokens_right(ids, 1, 2)
+        first = ours(input_ids=ids, attention_mask=mask, encoder_outputs=encoder, decoder_input_ids=shifted[:, :limit])
+        third = ours(input_ids=ids, attention_mask=mask, encoder_outputs=encoder,
+                     decoder_input_ids=shifted[:, 2 * limit :])
+    assert out.start_logits.shape == (2, 300) and torch.isfinite(out.start_logits).all()
+    assert relative_error(out.start_logits[:, :limit], first.start_logits) <= TOL
+    assert relative_error(out.end_logits[:, 2 * limit :], third.end_logits) <= TOL

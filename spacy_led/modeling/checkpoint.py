@@ -159,6 +159,14 @@ def load_pretrained(
             f"{' ...' if len(hard_missing) > 10 else ''}. The checkpoint is incomplete or of another architecture."
         )
     expected_shapes = {name: tuple(t.shape) for name, t in model.state_dict(keep_vars=True).items()}
+    resized = [k for k in list(canonical_state) if k.startswith(tuple(getattr(cls, "head_prefixes", ())))
+               and tuple(canonical_state[k].shape) != expected_shapes[k]]
+    for key in resized:  # a head for another label set (num_labels changed): trained anew, as fine-tuning does
+        logger.warning("%s: checkpoint weight %s has shape %s, the model needs %s (another label set); it is "
+                       "freshly initialised.", cls.__name__, key, tuple(canonical_state[key].shape), expected_shapes[key])
+        del canonical_state[key]
+        fresh.append(key)
+        missing.append(key)
     for key, tensor in canonical_state.items():
         if tuple(tensor.shape) != expected_shapes[key]:
             raise CheckpointError(

@@ -459,6 +459,20 @@ class LEDModel(LEDPreTrainedModel):
     def get_encoder(self) -> LEDEncoder:
         return self.encoder
 
+    def _segment(self, decoder_input_ids, past_key_values, decoder_attention_mask) -> Tuple[torch.Tensor, int]:
+        """Inputs longer than the decoder's position table, for the heads that decode the input itself
+        (question answering, classification; transformers fails on them): the decoder runs over consecutive
+        segments of ``max_decoder_position_embeddings`` tokens, positions restarting in each segment, every
+        segment cross-attending the whole encoder output. Inputs that fit are decoded exactly as transformers
+        does. Returns the (B * segments, segment length) ids and the number of segments."""
+        limit = self.config.max_decoder_position_embeddings
+        batch, length = decoder_input_ids.shape
+        if length <= limit or past_key_values is not None or decoder_attention_mask is not None:
+            return decoder_input_ids, 1
+        segments = -(-length // limit)
+        padded = F.pad(decoder_input_ids, (0, segments * limit - length), value=self.config.pad_token_id)
+        return padded.view(batch * segments, limit), segments
+
     def forward(
         self,
         input_ids: Optional[torch.Tensor] = None,
@@ -487,10 +501,12 @@ class LEDModel(LEDPreTrainedModel):
             )
         elif not isinstance(encoder_outputs, EncoderOutput):
             encoder_outputs = EncoderOutput(*encoder_outputs)
+        segments = 1
         if decoder_input_ids is None:  # after the encoder, which has checked input_ids
             if input_ids is None:
                 raise ValueError("give decoder_input_ids (or input_ids, from which they are shifted).")
             decoder_input_ids = shift_tokens_right(input_ids, self.config.pad_token_id, self.config.decoder_start_token_id)
+            decoder_input_ids, segments = self._segment(decoder_input_ids, past_key_values, decoder_attention_mask)
         _check_ids("decoder_input_ids", decoder_input_ids, self.config.vocab_size,
                    self.config.max_decoder_position_embeddings, "max_decoder_position_embeddings")
         decoder_outputs = self.decoder(
@@ -499,10 +515,15 @@ class LEDModel(LEDPreTrainedModel):
             encoder_attention_mask=attention_mask,
             attention_mask=decoder_attention_mask,
             past_key_values=past_key_values,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+            use_cache=use_cache and segments == 1,
+            output_attentions=output_attentions and segments == 1,
+            output_hidden_states=output_hidden_states and segments == 1,
+            group=segments,
         )
+        if segments > 1:
+            states = decoder_outputs.last_hidden_state
+            states = states.reshape(-1, segments * states.shape[1], states.shape[2])[:, : input_ids.shape[1]]
+            decoder_outputs = DecoderOutput(last_hidden_state=states)
         return Seq2SeqModelOutput(
             last_hidden_state=decoder_outputs.last_hidden_state,
             past_key_values=decoder_outputs.past_key_values,

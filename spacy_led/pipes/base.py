@@ -1,0 +1,399 @@
+"""What the three LED components share: tokenizing Docs into model windows, long-document handling, batching
+by length under a token budget, per-document error isolation, and serialization.
+
+Data flows one way: Doc -> global-attention strategy (character ranges of the Doc) -> tokenizer (BPE ids with
+character offsets) -> windows that fit the model -> length-sorted batches -> the Thinc-wrapped torch LED ->
+per-window outputs -> merged per Doc -> ``set_annotations``. The task pipes implement ``_run_batch`` (windows
+in, one output per window) and ``_merge`` (the windows of one Doc into its prediction).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import srsly
+from spacy import util
+from spacy.pipeline import TrainablePipe
+from spacy.tokens import Doc
+from spacy.training import Example
+from thinc.api import Model
+
+from .. import layers
+from ..global_attention import GlobalAttention, global_mask_for_pieces, to_global_attention
+
+logger = logging.getLogger("spacy_led")
+
+OVERFLOW_MODES = ("chunk", "truncate", "error")
+
+
+def _one_torch_thread_after_fork() -> None:
+    """``nlp.pipe(n_process=N)`` forks workers. GNU OpenMP, which torch's CPU kernels use, hangs in a forked
+    child once the parent has used its thread pool; with one intra-op thread torch never enters it. N workers
+    of one thread each is also what N processes on N cores want."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+
+
+class DocumentTooLong(ValueError):
+    """A document longer than the model reads, with ``overflow="error"``."""
+
+
+@dataclass
+class Window:
+    """One model input cut from a Doc: ``ids`` with special tokens, and where the Doc's pieces sit in it."""
+
+    doc_index: int
+    ids: List[int]
+    global_mask: List[int]
+    content_start: int  # index in ids of the first document piece
+    offsets: List[Tuple[int, int]]  # character offsets (in doc.text) of the document pieces, in order
+    extra: Dict[str, Any] = field(default_factory=dict)  # task data (e.g. the question of a QA window)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class Encoded:
+    """A Doc's tokenization, computed once and shared by every window cut from it."""
+
+    ids: List[int]  # document pieces, no special tokens
+    offsets: List[Tuple[int, int]]
+    global_mask: List[int]  # per document piece
+    bos_global: bool
+
+
+class LEDPipe(TrainablePipe):
+    """Base class of ``led_summarizer``, ``led_classifier`` and ``led_qa``."""
+
+    task = "generation"
+
+    def __init__(
+        self,
+        vocab,
+        model: Model,
+        name: str,
+        *,
+        checkpoint: Optional[str],
+        global_attention: Callable[[Doc], Any],
+        overflow: str,
+        max_length: Optional[int],
+        batch_token_budget: int,
+        chunk_overlap: int = 0,
+        scorer: Optional[Callable] = None,
+        **cfg: Any,
+    ) -> None:
+        if overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow={overflow!r} is not one of {OVERFLOW_MODES}.")
+        if batch_token_budget < 1:
+            raise ValueError(f"batch_token_budget must be positive; got {batch_token_budget}.")
+        self.vocab = vocab
+        self.model = model
+        self.name = name
+        self.global_attention = global_attention
+        self.scorer = scorer
+        self.tokenizer = None
+        self.cfg: Dict[str, Any] = {
+            "overflow": overflow,
+            "max_length": max_length,
+            "batch_token_budget": batch_token_budget,
+            "chunk_overlap": chunk_overlap,
+            **cfg,
+        }
+        if checkpoint:
+            self.load_checkpoint(checkpoint)
+
+    # ---- model and tokenizer ----------------------------------------------------------------------------
+    def load_checkpoint(self, path: str) -> None:
+        """Tokenizer and weights from a HuggingFace LED checkpoint directory: the pipe works right away."""
+        from ..tokenizer import LEDTokenizer
+
+        path = str(Path(path).expanduser())
+        self.tokenizer = LEDTokenizer.from_pretrained(path)
+        layers.load_checkpoint(self.model, path, **self._checkpoint_config())
+
+    def _checkpoint_config(self) -> Dict[str, Any]:
+        """Config changes a task applies when loading a checkpoint (e.g. the classifier's labels)."""
+        return {}
+
+    @property
+    def module(self):
+        return layers.get_module(self.model)
+
+    def _require_ready(self) -> None:
+        if self.tokenizer is None or not layers.has_module(self.model):
+            raise ValueError(
+                f"component '{self.name}' has no model yet: add it with config={{'checkpoint': "
+                f"'path/to/led-checkpoint'}} (a HuggingFace LED directory), or call nlp.initialize() to "
+                f"train one from scratch."
+            )
+
+    @property
+    def max_input_length(self) -> int:
+        limit = self.module.config.max_encoder_position_embeddings
+        if self.cfg["max_length"]:
+            limit = min(limit, int(self.cfg["max_length"]))
+        return limit
+
+    # ---- Doc -> windows ---------------------------------------------------------------------------------
+    def _encode_doc(self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None) -> Encoded:
+        encoding = self.tokenizer.encode(doc.text, add_special_tokens=False)
+        attention: GlobalAttention = to_global_attention((strategy or self.global_attention)(doc), doc)
+        mask = global_mask_for_pieces(
+            GlobalAttention(bos=False, char_spans=attention.char_spans), encoding.offsets, [0] * len(encoding.ids)
+        )
+        return Encoded(list(encoding.ids), list(encoding.offsets), mask, attention.bos)
+
+    def _cut(
+        self,
+        doc_index: int,
+        doc: Doc,
+        encoded: Encoded,
+        prefix: Sequence[int] = (),
+        prefix_global: Sequence[int] = (),
+        extra: Optional[Dict[str, Any]] = None,
+    ) -> List[Window]:
+        """Windows of ``<s> prefix document-part </s>`` that fit the model, following ``overflow``.
+
+        ``prefix`` are ids placed before the document pieces (a QA question with its separators)."""
+        tok = self.tokenizer
+        room = self.max_input_length - 2 - len(prefix)
+        if room < 1:
+            raise DocumentTooLong(
+                f"the question takes {len(prefix)} pieces and leaves no room for the document in "
+                f"{self.max_input_length} positions: shorten the question."
+            )
+        total = len(encoded.ids)
+        starts = [0]
+        if total > room:
+            mode = self.cfg["overflow"]
+            if mode == "error":
+                raise DocumentTooLong(
+                    f"document {doc_index} has {total} BPE pieces but component '{self.name}' reads at most "
+                    f"{room} per input (max positions {self.max_input_length}): set overflow='chunk' to process "
+                    f"it in windows, or overflow='truncate' to cut it."
+                )
+            if mode == "truncate":
+                logger.warning(
+                    "%s: document %d has %d BPE pieces; truncated to %d, %d pieces (from character %d on) dropped.",
+                    self.name, doc_index, total, room, total - room, encoded.offsets[room][0],
+                )
+            else:
+                step = max(1, room - int(self.cfg["chunk_overlap"]))
+                starts = list(range(0, max(total - room, 0) + step, step))
+                starts = [s for s in starts if s < total]
+                if starts[-1] + room < total:
+                    starts.append(total - room)
+        windows = []
+        for start in starts:
+            end = min(start + room, total)
+            ids = [tok.bos_token_id, *prefix, *encoded.ids[start:end], tok.eos_token_id]
+            glob = [1 if encoded.bos_global else 0, *prefix_global, *encoded.global_mask[start:end], 0]
+            windows.append(
+                Window(doc_index, ids, glob, 1 + len(prefix), encoded.offsets[start:end], dict(extra or {}))
+            )
+        return windows
+
+    def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
+        """The windows of one Doc (tasks may override, e.g. one set per question)."""
+        return self._cut(doc_index, doc, self._encode_doc(doc))
+
+    # ---- batching ---------------------------------------------------------------------------------------
+    def _batches(self, windows: List[Window]) -> Iterator[List[Window]]:
+        """Length-sorted batches whose padded size stays under ``batch_token_budget`` (a single window longer
+        than the budget gets a batch of its own)."""
+        budget = int(self.cfg["batch_token_budget"])
+        order = sorted(windows, key=len)
+        batch: List[Window] = []
+        for window in order:
+            if batch and (len(batch) + 1) * len(window) > budget:
+                yield batch
+                batch = []
+            batch.append(window)
+        if batch:
+            yield batch
+
+    def _tensors(self, windows: Sequence[Window]) -> Dict[str, Any]:
+        import torch
+
+        length = max(len(w) for w in windows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(windows), length), pad, dtype=torch.long)
+        mask = torch.zeros((len(windows), length), dtype=torch.long)
+        glob = torch.zeros((len(windows), length), dtype=torch.long)
+        for row, window in enumerate(windows):
+            n = len(window)
+            ids[row, :n] = torch.tensor(window.ids)
+            mask[row, :n] = 1
+            glob[row, :n] = torch.tensor(window.global_mask)
+        device = self.module.device
+        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "global_attention_mask": glob.to(device)}
+
+    # ---- prediction -------------------------------------------------------------------------------------
+    def predict(self, docs: Iterable[Doc]) -> List[Any]:
+        """One prediction per Doc; the Docs are not changed. Raises on the first failing Doc (``pipe`` isolates
+        failures instead)."""
+        docs = list(docs)
+        self._require_ready()
+        windows: List[Window] = []
+        for i, doc in enumerate(docs):
+            if doc.text.strip():
+                windows.extend(self._windows(i, doc))
+        outputs = self._run_windows(windows)
+        per_doc: List[List[Tuple[Window, Any]]] = [[] for _ in docs]
+        for window, output in zip(windows, outputs):
+            per_doc[window.doc_index].append((window, output))
+        return [self._merge(doc, parts) if parts else self._empty_prediction(doc) for doc, parts in zip(docs, per_doc)]
+
+    def _run_windows(self, windows: List[Window]) -> List[Any]:
+        """Outputs for ``windows`` in their order, computed in length-sorted batches."""
+        import torch
+
+        outputs: Dict[int, Any] = {}
+        module = self.module
+        module.eval()
+        with torch.no_grad():
+            for batch in self._batches(windows):
+                for window, output in zip(batch, self._run_batch(batch)):
+                    outputs[id(window)] = output
+        return [outputs[id(w)] for w in windows]
+
+    def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
+        """Process Docs in minibatches. A Doc that fails goes to spaCy's error handler (which re-raises by
+        default, see ``nlp.set_error_handler``); the other Docs of its batch are still processed, and every
+        Doc is yielded, in order (a failed one without annotations)."""
+        error_handler = self.get_error_handler()
+        for docs in util.minibatch(stream, size=batch_size):
+            try:
+                predictions = self.predict(docs)
+            except Exception:
+                predictions = self._predict_one_by_one(docs, error_handler)
+            for doc, prediction in zip(docs, predictions):
+                if prediction is not _FAILED:
+                    self.set_annotations([doc], [prediction])
+            yield from docs
+
+    def _predict_one_by_one(self, docs: List[Doc], error_handler) -> List[Any]:
+        predictions = []
+        for doc in docs:
+            try:
+                predictions.append(self.predict([doc])[0])
+            except Exception as err:
+                error_handler(self.name, self, [doc], err)
+                predictions.append(_FAILED)
+        return predictions
+
+    # ---- tasks implement these --------------------------------------------------------------------------
+    def _run_batch(self, windows: List[Window]) -> List[Any]:
+        raise NotImplementedError
+
+    def _merge(self, doc: Doc, parts: List[Tuple[Window, Any]]) -> Any:
+        raise NotImplementedError
+
+    def _empty_prediction(self, doc: Doc) -> Any:
+        raise NotImplementedError
+
+    # ---- training hooks (issue: training) ---------------------------------------------------------------
+    def initialize(
+        self,
+        get_examples: Callable[[], Iterable[Example]],
+        *,
+        nlp=None,
+        checkpoint: Optional[str] = None,
+        tokenizer: Optional[str] = None,
+    ) -> None:
+        """Make the pipe ready: from ``checkpoint`` (HuggingFace LED directory) if given here or in the
+        component config; else a fresh model of the architecture's shape with the tokenizer found at
+        ``tokenizer`` (a directory with vocab.json + merges.txt or tokenizer.json)."""
+        if checkpoint:
+            self.load_checkpoint(checkpoint)
+        elif not layers.has_module(self.model):
+            if not tokenizer:
+                raise ValueError(
+                    f"component '{self.name}' needs a tokenizer to build a fresh LED: set "
+                    f"[initialize.components.{self.name}] tokenizer = 'path/to/tokenizer_dir' or checkpoint = "
+                    f"'path/to/led-checkpoint'."
+                )
+            from ..tokenizer import LEDTokenizer
+
+            self.tokenizer = LEDTokenizer.from_pretrained(tokenizer)
+            self._build_fresh()
+
+    def _build_fresh(self) -> None:
+        tok = self.tokenizer
+        layers.build_fresh(
+            self.model,
+            vocab_size=tok.vocab_size,
+            special_ids={"pad": tok.pad_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id},
+            **self._checkpoint_config(),
+        )
+
+    # ---- serialization ----------------------------------------------------------------------------------
+    def _serializers(self):
+        return {
+            "cfg": (lambda: srsly.json_dumps(self.cfg), lambda b: self.cfg.update(srsly.json_loads(b))),
+            "tokenizer": (lambda: self.tokenizer.to_bytes(), self._load_tokenizer_bytes),
+            "led_config": (lambda: srsly.json_dumps(self.module.config.to_dict()), self._load_led_config),
+            "model": (lambda: self.model.to_bytes(), lambda b: self.model.from_bytes(b)),
+        }
+
+    def _load_tokenizer_bytes(self, data: bytes) -> None:
+        from ..tokenizer import LEDTokenizer
+
+        self.tokenizer = LEDTokenizer.from_bytes(data)
+
+    def _load_led_config(self, data: bytes) -> None:
+        layers.build_from_config(self.model, srsly.json_loads(data))
+
+    def _check_serializable(self) -> None:
+        if self.tokenizer is None or not layers.has_module(self.model):
+            raise ValueError(f"component '{self.name}' has no model to save yet (no checkpoint, not initialized).")
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        self._check_serializable()
+        serializers = {k: getter for k, (getter, _) in self._serializers().items()}
+        serializers["vocab"] = lambda: self.vocab.to_bytes(exclude=exclude)
+        return util.to_bytes(serializers, exclude)
+
+    def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
+        deserializers = {k: setter for k, (_, setter) in self._serializers().items()}
+        deserializers["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
+        util.from_bytes(bytes_data, deserializers, exclude)
+        return self
+
+    def to_disk(self, path, *, exclude=tuple()) -> None:
+        self._check_serializable()
+        path = util.ensure_path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        srsly.write_json(path / "cfg", self.cfg)
+        srsly.write_json(path / "led_config.json", self.module.config.to_dict())
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.model.to_disk(path / "model")
+
+    def from_disk(self, path, *, exclude=tuple()):
+        from ..tokenizer import LEDTokenizer
+
+        path = util.ensure_path(path)
+        self.cfg.update(srsly.read_json(path / "cfg"))
+        self.tokenizer = LEDTokenizer.from_pretrained(path / "tokenizer")
+        layers.build_from_config(self.model, srsly.read_json(path / "led_config.json"))
+        self.model.from_disk(path / "model")
+        return self
+
+
+class _Failed:
+    """Marks a Doc whose prediction failed and went to the error handler."""
+
+    def __repr__(self) -> str:
+        return "<failed>"
+
+
+_FAILED = _Failed()

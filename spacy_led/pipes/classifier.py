@@ -1,0 +1,103 @@
+"""``led_classifier``: one score per label in ``doc.cats`` and the best label on ``doc._.<label_attr>``.
+
+transformers' LED classification head pools the decoder state at the last ``</s>``; documents longer than the
+decoder's positions are decoded in segments (see ``LEDModel._segment``), so they work up to the encoder's full
+length. Documents longer than that, under ``overflow="chunk"``, get the mean of their windows' scores.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from spacy.tokens import Doc
+from thinc.api import Model
+
+from .base import LEDPipe, Window
+
+
+class LEDClassifier(LEDPipe):
+    task = "classification"
+
+    def __init__(
+        self,
+        vocab,
+        model: Model,
+        name: str = "led_classifier",
+        *,
+        checkpoint: Optional[str] = None,
+        global_attention: Callable,
+        labels: Sequence[str] = (),
+        multi_label: bool = False,
+        threshold: float = 0.5,
+        overflow: str = "chunk",
+        max_length: Optional[int] = None,
+        batch_token_budget: int = 16384,
+        label_attr: str = "label",
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if not Doc.has_extension(label_attr):
+            Doc.set_extension(label_attr, default=None)
+        super().__init__(
+            vocab,
+            model,
+            name,
+            checkpoint=None,
+            global_attention=global_attention,
+            overflow=overflow,
+            max_length=max_length,
+            batch_token_budget=batch_token_budget,
+            scorer=scorer,
+            labels=list(labels),
+            multi_label=multi_label,
+            threshold=threshold,
+            label_attr=label_attr,
+        )
+        if checkpoint:
+            self.load_checkpoint(checkpoint)
+
+    @property
+    def labels(self) -> Tuple[str, ...]:
+        return tuple(self.cfg["labels"])
+
+    def add_label(self, label: str) -> int:
+        if label in self.cfg["labels"]:
+            return 0
+        self.cfg["labels"].append(label)
+        return 1
+
+    def _checkpoint_config(self) -> Dict[str, Any]:
+        changes: Dict[str, Any] = {
+            "problem_type": "multi_label_classification" if self.cfg["multi_label"] else "single_label_classification"
+        }
+        if self.cfg["labels"]:
+            changes["id2label"] = dict(enumerate(self.cfg["labels"]))
+        return changes
+
+    def load_checkpoint(self, path: str) -> None:
+        """Labels come from the config when given (a new head is trained for them), else from the checkpoint."""
+        super().load_checkpoint(path)
+        if not self.cfg["labels"]:
+            id2label = self.module.config.id2label or {}
+            self.cfg["labels"] = [id2label[i] for i in sorted(id2label)]
+
+    def _run_batch(self, windows: List[Window]) -> List[List[float]]:
+        import torch
+
+        logits = self.module(**self._tensors(windows)).logits.float()
+        scores = torch.sigmoid(logits) if self.cfg["multi_label"] else torch.softmax(logits, dim=-1)
+        return scores.cpu().tolist()
+
+    def _merge(self, doc: Doc, parts: List[Tuple[Window, List[float]]]) -> Dict[str, float]:
+        columns = list(zip(*(scores for _, scores in parts)))
+        return {label: sum(col) / len(col) for label, col in zip(self.labels, columns)}
+
+    def _empty_prediction(self, doc: Doc) -> Dict[str, float]:
+        return {}
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Iterable[Dict[str, float]]) -> None:
+        attr = self.cfg["label_attr"]
+        for doc, cats in zip(docs, predictions):
+            doc.cats.update(cats)
+            best = max(cats, key=cats.get) if cats else None
+            if best is not None and self.cfg["multi_label"] and cats[best] < self.cfg["threshold"]:
+                best = None
+            setattr(doc._, attr, best)

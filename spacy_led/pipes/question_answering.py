@@ -1,0 +1,175 @@
+"""``led_qa``: extractive answers as spans of the Doc.
+
+Questions come from ``doc._.questions`` (a list of strings), else from the component config (the same
+questions for every Doc, for extraction), else from the Doc itself: its question sentences, answered from the
+rest of the Doc. Each question is paired with the Doc as ``<s> question </s></s> document </s>`` with global
+attention on the question (transformers' recommendation for QA); documents longer than the model are searched
+window by window (``overflow="chunk"``, windows overlapping by ``chunk_overlap`` pieces) and the best answer
+wins. Answers are token-aligned ``Span``s in ``doc.spans[spans_key]`` carrying ``span._.question`` and
+``span._.answer_score``, and ``doc._.answers`` maps each question to its Span, or None where the model prefers
+no answer (SQuAD 2.0's rule: the ``<s>`` position's score beats every span by ``no_answer_threshold``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+from spacy.tokens import Doc, Span, SpanGroup
+from thinc.api import Model
+
+from .base import LEDPipe, Window
+
+
+@dataclass
+class Candidate:
+    """The best answer of one window: character range in the Doc and scores."""
+
+    question: str
+    start_char: int
+    end_char: int
+    score: float  # p(start) * p(end) within the window
+    margin: float  # best span logit sum minus the no-answer (<s>) logit sum
+
+
+class LEDQuestionAnswerer(LEDPipe):
+    task = "question_answering"
+
+    def __init__(
+        self,
+        vocab,
+        model: Model,
+        name: str = "led_qa",
+        *,
+        checkpoint: Optional[str] = None,
+        global_attention: Callable,
+        questions: Sequence[str] = (),
+        question_fallback: str = "punctuation",
+        max_answer_length: int = 30,
+        no_answer_threshold: Optional[float] = 0.0,
+        overflow: str = "chunk",
+        max_length: Optional[int] = None,
+        chunk_overlap: int = 128,
+        batch_token_budget: int = 16384,
+        spans_key: str = "answers",
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        for obj, attr in ((Doc, "questions"), (Doc, "answers"), (Span, "question"), (Span, "answer_score")):
+            if not obj.has_extension(attr):
+                obj.set_extension(attr, default=None)
+        if max_answer_length < 1:
+            raise ValueError(f"max_answer_length must be at least 1 piece; got {max_answer_length}.")
+        super().__init__(
+            vocab,
+            model,
+            name,
+            checkpoint=checkpoint,
+            global_attention=global_attention,
+            overflow=overflow,
+            max_length=max_length,
+            batch_token_budget=batch_token_budget,
+            chunk_overlap=chunk_overlap,
+            scorer=scorer,
+            questions=list(questions),
+            question_fallback=question_fallback,
+            max_answer_length=max_answer_length,
+            no_answer_threshold=no_answer_threshold,
+            spans_key=spans_key,
+        )
+
+    # ---- which questions, and their windows --------------------------------------------------------------
+    def questions_for(self, doc: Doc) -> List[Tuple[str, Optional[Tuple[int, int]]]]:
+        """(question, character range of the Doc that must not be the answer) pairs for ``doc``."""
+        from ..global_attention import question_sentences
+
+        given = doc._.questions if doc._.questions is not None else self.cfg["questions"]
+        if isinstance(given, str):
+            raise TypeError("doc._.questions must be a list of strings, not one string: wrap it in a list.")
+        if given:
+            return [(str(q), None) for q in given]
+        return [(s.text.strip(), (s.start_char, s.end_char)) for s in question_sentences(doc, self.cfg["question_fallback"])]
+
+    def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
+        encoded = self._encode_doc(doc)
+        tok = self.tokenizer
+        windows: List[Window] = []
+        for question, exclude in self.questions_for(doc):
+            q_ids = tok.encode(question, add_special_tokens=False).ids
+            if not q_ids:
+                continue
+            prefix = [*q_ids, tok.eos_token_id, tok.eos_token_id]
+            windows.extend(
+                self._cut(doc_index, doc, encoded, prefix, [1] * len(q_ids) + [0, 0],
+                          extra={"question": question, "exclude": exclude})
+            )
+        for window in windows:
+            window.global_mask[0] = 1  # <s> belongs to the question part, global as in transformers' QA models
+        return windows
+
+    # ---- model ------------------------------------------------------------------------------------------
+    def _run_batch(self, windows: List[Window]) -> List[Candidate]:
+        import torch
+
+        output = self.module(**self._tensors(windows))
+        starts, ends = output.start_logits.float().cpu(), output.end_logits.float().cpu()
+        return [self._best_span(w, starts[i, : len(w)], ends[i, : len(w)]) for i, w in enumerate(windows)]
+
+    def _best_span(self, window: Window, start_logits, end_logits) -> Candidate:
+        """The highest-scoring span of document pieces (start <= end < start + max_answer_length)."""
+        import torch
+
+        first, n = window.content_start, len(window.offsets)
+        start_p = torch.log_softmax(start_logits, dim=0)
+        end_p = torch.log_softmax(end_logits, dim=0)
+        s_logit = start_logits[first : first + n].clone()
+        e_logit = end_logits[first : first + n].clone()
+        exclude = window.extra.get("exclude")
+        if exclude is not None:
+            banned = torch.tensor([a < exclude[1] and exclude[0] < b for a, b in window.offsets], dtype=torch.bool)
+            s_logit[banned] = -math.inf
+            e_logit[banned] = -math.inf
+        width = min(self.cfg["max_answer_length"], n)
+        padded = torch.nn.functional.pad(e_logit, (0, width - 1), value=-math.inf)
+        pair = s_logit[:, None] + padded.unfold(0, width, 1)  # (n, width): start i, end i + k
+        best = int(torch.argmax(pair))
+        s, e = best // width, best // width + best % width
+        best_sum = float(pair.view(-1)[best])
+        question = window.extra["question"]
+        if not math.isfinite(best_sum):
+            return Candidate(question, 0, 0, 0.0, -math.inf)
+        score = math.exp(float(start_p[first + s] + end_p[first + e]))
+        margin = best_sum - float(start_logits[0] + end_logits[0])
+        return Candidate(question, window.offsets[s][0], window.offsets[e][1], score, margin)
+
+    def _merge(self, doc: Doc, parts: List[Tuple[Window, Candidate]]) -> Dict[str, Optional[Candidate]]:
+        best: Dict[str, Optional[Candidate]] = {}
+        for _, candidate in parts:
+            current = best.get(candidate.question)
+            if current is None or candidate.margin > current.margin:
+                best[candidate.question] = candidate
+        threshold = self.cfg["no_answer_threshold"]
+        return {
+            q: (c if c is not None and math.isfinite(c.margin) and (threshold is None or c.margin > threshold) else None)
+            for q, c in best.items()
+        }
+
+    def _empty_prediction(self, doc: Doc) -> Dict[str, Optional[Candidate]]:
+        return {}
+
+    def set_annotations(self, docs: Iterable[Doc], predictions: Iterable[Dict[str, Optional[Candidate]]]) -> None:
+        key = self.cfg["spans_key"]
+        for doc, answers in zip(docs, predictions):
+            group = SpanGroup(doc, name=key)
+            mapping: Dict[str, Optional[Span]] = {}
+            for question, candidate in answers.items():
+                span = None
+                if candidate is not None:
+                    span = doc.char_span(candidate.start_char, candidate.end_char, label="ANSWER",
+                                         alignment_mode="expand")
+                if span is not None:
+                    span._.question = question
+                    span._.answer_score = candidate.score
+                    group.append(span)
+                mapping[question] = span
+            doc.spans[key] = group
+            doc._.answers = mapping

@@ -1,0 +1,111 @@
+"""``led_summarizer``: an abstractive summary of each Doc, written to ``doc._.summary``.
+
+Long documents under ``overflow="chunk"`` are summarised window by window and the window summaries joined in
+document order (the map step of spacy-llm's map-reduce summaries); with ``reduce_chunks=True`` the joined text
+is summarised once more when it fits the model.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from spacy.tokens import Doc
+from thinc.api import Model
+
+from .base import LEDPipe, Window
+
+# When neither the component config nor the checkpoint sets a length, transformers' default (20 tokens) is
+# far too short for a summary of a long document.
+DEFAULT_SUMMARY_MAX_LENGTH = 256
+
+GENERATION_SETTINGS = ("num_beams", "max_length", "max_new_tokens", "min_length", "length_penalty", "no_repeat_ngram_size")
+
+
+class LEDSummarizer(LEDPipe):
+    task = "generation"
+
+    def __init__(
+        self,
+        vocab,
+        model: Model,
+        name: str = "led_summarizer",
+        *,
+        checkpoint: Optional[str] = None,
+        global_attention: Callable,
+        overflow: str = "chunk",
+        max_length: Optional[int] = None,
+        batch_token_budget: int = 16384,
+        summary_attr: str = "summary",
+        num_beams: Optional[int] = None,
+        max_summary_length: Optional[int] = None,
+        max_new_tokens: Optional[int] = None,
+        min_summary_length: Optional[int] = None,
+        length_penalty: Optional[float] = None,
+        no_repeat_ngram_size: Optional[int] = None,
+        reduce_chunks: bool = False,
+        scorer: Optional[Callable] = None,
+    ) -> None:
+        if not Doc.has_extension(summary_attr):
+            Doc.set_extension(summary_attr, default=None)
+        super().__init__(
+            vocab,
+            model,
+            name,
+            checkpoint=checkpoint,
+            global_attention=global_attention,
+            overflow=overflow,
+            max_length=max_length,
+            batch_token_budget=batch_token_budget,
+            scorer=scorer,
+            summary_attr=summary_attr,
+            num_beams=num_beams,
+            max_summary_length=max_summary_length,
+            max_new_tokens=max_new_tokens,
+            min_summary_length=min_summary_length,
+            length_penalty=length_penalty,
+            no_repeat_ngram_size=no_repeat_ngram_size,
+            reduce_chunks=reduce_chunks,
+        )
+
+    def generation_kwargs(self) -> Dict[str, Any]:
+        """The settings passed to ``generate``: the config's, then the checkpoint's own defaults."""
+        cfg = self.cfg
+        kwargs = {
+            "num_beams": cfg["num_beams"],
+            "max_length": cfg["max_summary_length"],
+            "max_new_tokens": cfg["max_new_tokens"],
+            "min_length": cfg["min_summary_length"],
+            "length_penalty": cfg["length_penalty"],
+            "no_repeat_ngram_size": cfg["no_repeat_ngram_size"],
+        }
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        defaults = self.module.config.generation_defaults
+        if not any(k in kwargs or k in defaults for k in ("max_length", "max_new_tokens")):
+            kwargs["max_length"] = min(DEFAULT_SUMMARY_MAX_LENGTH, self.module.config.max_decoder_position_embeddings)
+        return kwargs
+
+    def _run_batch(self, windows: List[Window]) -> List[str]:
+        tensors = self._tensors(windows)
+        ids = self.module.generate(**tensors, **self.generation_kwargs())
+        return [text.strip() for text in self.tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+    def _merge(self, doc: Doc, parts: List[Tuple[Window, str]]) -> str:
+        summary = " ".join(text for _, text in parts if text)
+        if len(parts) > 1 and self.cfg["reduce_chunks"]:
+            return self._reduce(summary)
+        return summary
+
+    def _reduce(self, text: str) -> str:
+        """Summarise the joined window summaries again, when they fit in one window."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        if not ids or len(ids) + 2 > self.max_input_length:
+            return text
+        window = Window(0, [self.tokenizer.bos_token_id, *ids, self.tokenizer.eos_token_id],
+                        [1] + [0] * (len(ids) + 1), 1, [])
+        return self._run_windows([window])[0]
+
+    def _empty_prediction(self, doc: Doc) -> str:
+        return ""
+
+    def set_annotations(self, docs, summaries) -> None:
+        for doc, summary in zip(docs, summaries):
+            setattr(doc._, self.cfg["summary_attr"], summary)
