@@ -161,6 +161,20 @@ class LEDTokenizer:
         self._n_special_single = tokenizer.num_special_tokens_to_add(False)
         self._n_special_pair = tokenizer.num_special_tokens_to_add(True)
 
+    @classmethod
+    def train(
+        cls, texts: Iterable[str], vocab_size: int = 8000, *, model_max_length: int = DEFAULT_MODEL_MAX_LENGTH
+    ) -> "LEDTokenizer":
+        """A new BART-style byte-level BPE learnt from ``texts``, for LED models trained from scratch.
+
+        Same id layout as BART: ``<s>`` 0, ``<pad>`` 1, ``</s>`` 2, ``<unk>`` 3, all 256 byte symbols (so no
+        text is ever ``<unk>``), the learnt merges, and ``<mask>`` last."""
+        vocab, merges = train_bpe_vocab(texts, vocab_size)
+        backend = Tokenizer(
+            models.BPE(vocab=vocab, merges=merges, continuing_subword_prefix="", end_of_word_suffix="", fuse_unk=False)
+        )
+        return cls(backend, model_max_length=model_max_length)
+
     # ------------------------------------------------------------------ loading
     @classmethod
     def from_pretrained(
@@ -690,6 +704,33 @@ class LEDTokenizer:
 
 
 # ---------------------------------------------------------------------- helpers
+def train_bpe_vocab(texts: Iterable[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Learn a byte-level BPE in BART's id layout; return ``(vocab, merges)`` (``vocab_size`` counts all ids)."""
+    from tokenizers import trainers
+
+    specials = ["<s>", "<pad>", "</s>", "<unk>"]
+    minimum = len(specials) + 256 + 1
+    if vocab_size < minimum:
+        raise ValueError(f"vocab_size must be at least {minimum} (4 special tokens, 256 bytes and <mask>); got {vocab_size}.")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - 1,  # <mask> is appended last, as in BART
+        min_frequency=2,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    vocab = tok.get_vocab()
+    if [vocab[t] for t in specials] != list(range(len(specials))):  # pragma: no cover - trainer contract
+        raise RuntimeError("the BPE trainer did not put the special tokens first")
+    vocab["<mask>"] = len(vocab)
+    raw_merges = json.loads(tok.to_str())["model"]["merges"]
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in raw_merges]
+    return vocab, merges
+
+
 def _to_added_token(spec: str | dict, attr: str, existing: dict[str, AddedToken]) -> AddedToken:
     """Special-token spec -> AddedToken. Flags: explicit dict > the file's added token > BART default."""
     if isinstance(spec, dict):

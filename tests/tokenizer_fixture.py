@@ -47,33 +47,14 @@ CORPUS = [
 
 
 def train_bpe(vocab_size: int = 500) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Train the byte-level BPE and return ``(vocab, merges)`` in BART's id layout.
+    """Train the byte-level BPE on ``CORPUS`` and return ``(vocab, merges)`` in BART's id layout.
 
     ``vocab_size`` counts everything, ``<mask>`` included; it must leave room for the 4 leading
     special tokens, the 256 byte symbols and ``<mask>``.
     """
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from spacy_led.tokenizer import train_bpe_vocab
 
-    minimum = len(SPECIAL_TOKENS) + 256 + 1
-    if vocab_size < minimum:
-        raise ValueError(f"vocab_size must be at least {minimum} (specials + 256 bytes + <mask>)")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size - 1,  # <mask> is appended afterwards, last as in BART
-        min_frequency=2,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(CORPUS * 3, trainer=trainer)
-    vocab = tok.get_vocab()
-    if [vocab[t] for t in SPECIAL_TOKENS] != list(range(len(SPECIAL_TOKENS))):  # pragma: no cover
-        raise AssertionError("trainer did not put the special tokens first")
-    vocab[MASK_TOKEN] = len(vocab)
-    raw_merges = json.loads(tok.to_str())["model"]["merges"]
-    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in raw_merges]
-    return vocab, merges
+    return train_bpe_vocab(CORPUS * 3, vocab_size)
 
 
 def make_tokenizer_dir(path, vocab_size: int = 500) -> Path:

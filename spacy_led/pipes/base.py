@@ -18,7 +18,7 @@ import srsly
 from spacy import util
 from spacy.pipeline import TrainablePipe
 from spacy.tokens import Doc
-from spacy.training import Example
+from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from .. import layers
@@ -56,6 +56,7 @@ class Window:
     content_start: int  # index in ids of the first document piece
     offsets: List[Tuple[int, int]]  # character offsets (in doc.text) of the document pieces, in order
     extra: Dict[str, Any] = field(default_factory=dict)  # task data (e.g. the question of a QA window)
+    piece_start: int = 0  # index of the window's first document piece in the whole document
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -198,7 +199,7 @@ class LEDPipe(TrainablePipe):
             ids = [tok.bos_token_id, *prefix, *encoded.ids[start:end], tok.eos_token_id]
             glob = [1 if encoded.bos_global else 0, *prefix_global, *encoded.global_mask[start:end], 0]
             windows.append(
-                Window(doc_index, ids, glob, 1 + len(prefix), encoded.offsets[start:end], dict(extra or {}))
+                Window(doc_index, ids, glob, 1 + len(prefix), encoded.offsets[start:end], dict(extra or {}), start)
             )
         return windows
 
@@ -301,7 +302,7 @@ class LEDPipe(TrainablePipe):
     def _empty_prediction(self, doc: Doc) -> Any:
         raise NotImplementedError
 
-    # ---- training hooks (issue: training) ---------------------------------------------------------------
+    # ---- training -----------------------------------------------------------------------------------------
     def initialize(
         self,
         get_examples: Callable[[], Iterable[Example]],
@@ -309,23 +310,40 @@ class LEDPipe(TrainablePipe):
         nlp=None,
         checkpoint: Optional[str] = None,
         tokenizer: Optional[str] = None,
+        vocab_size: int = 8000,
     ) -> None:
-        """Make the pipe ready: from ``checkpoint`` (HuggingFace LED directory) if given here or in the
-        component config; else a fresh model of the architecture's shape with the tokenizer found at
-        ``tokenizer`` (a directory with vocab.json + merges.txt or tokenizer.json)."""
+        """Make the pipe ready to train.
+
+        ``checkpoint`` (here or in the component config): fine-tune a HuggingFace LED. Otherwise a fresh LED of
+        the architecture's shape is built, with the tokenizer at ``tokenizer`` (a directory with vocab.json +
+        merges.txt or tokenizer.json), or else a byte-level BPE of ``vocab_size`` learnt from the training
+        texts."""
+        validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
+        self._initialize_from_examples(get_examples)
         if checkpoint:
             self.load_checkpoint(checkpoint)
         elif not layers.has_module(self.model):
-            if not tokenizer:
-                raise ValueError(
-                    f"component '{self.name}' needs a tokenizer to build a fresh LED: set "
-                    f"[initialize.components.{self.name}] tokenizer = 'path/to/tokenizer_dir' or checkpoint = "
-                    f"'path/to/led-checkpoint'."
-                )
             from ..tokenizer import LEDTokenizer
 
-            self.tokenizer = LEDTokenizer.from_pretrained(tokenizer)
+            if tokenizer:
+                self.tokenizer = LEDTokenizer.from_pretrained(tokenizer)
+            else:
+                texts = [t for eg in get_examples() for t in self._training_texts(eg) if t]
+                if not texts:
+                    raise ValueError(f"component '{self.name}' found no training text to learn a tokenizer from.")
+                self.tokenizer = LEDTokenizer.train(texts, vocab_size)
             self._build_fresh()
+        else:
+            self._adapt_loaded_model()
+
+    def _initialize_from_examples(self, get_examples) -> None:
+        """Task settings read off the training data (the classifier's labels)."""
+
+    def _adapt_loaded_model(self) -> None:
+        """Fit an already loaded model to settings found at initialize (the classifier's labels)."""
+
+    def _training_texts(self, example: Example) -> List[str]:
+        return [example.reference.text]
 
     def _build_fresh(self) -> None:
         tok = self.tokenizer
@@ -335,6 +353,60 @@ class LEDPipe(TrainablePipe):
             special_ids={"pad": tok.pad_token_id, "bos": tok.bos_token_id, "eos": tok.eos_token_id},
             **self._checkpoint_config(),
         )
+
+    def _training_window(self, index: int, doc: Doc) -> Window:
+        """The input a Doc trains on: its first window; a longer document is cut, and the cut is logged
+        (``overflow="error"`` raises instead)."""
+        windows = self._windows(index, doc)
+        if len(windows) > 1:
+            logger.warning(
+                "%s: training document %d is longer than the model reads (%d positions); training on its "
+                "first %d pieces.", self.name, index, self.max_input_length, len(windows[0].offsets),
+            )
+        return windows[0]
+
+    def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
+        """Input tensors and gold targets for ``examples`` (None if none has a gold annotation)."""
+        raise NotImplementedError
+
+    def update(
+        self,
+        examples: Iterable[Example],
+        *,
+        drop: float = 0.0,
+        sgd=None,
+        losses: Optional[Dict[str, float]] = None,
+    ) -> Dict[str, float]:
+        """One gradient step on ``examples``: the loss is computed inside torch and backpropagated there; the
+        optimizer step happens in ``finish_update`` (only here if ``sgd`` is given, so gradients accumulate
+        otherwise). Dropout rates come from the model's config, as in spacy-transformers."""
+        if losses is None:
+            losses = {}
+        losses.setdefault(self.name, 0.0)
+        examples = list(examples)
+        validate_examples(examples, f"{type(self).__name__}.update")
+        self._require_ready()
+        batch = self._training_batch(examples)
+        if batch is None:
+            return losses
+        output, backprop = self.model.begin_update(batch)
+        backprop(1.0)
+        if sgd is not None:
+            self.finish_update(sgd)
+        losses[self.name] += float(output.loss.detach())
+        return losses
+
+    def get_loss(self, examples: Iterable[Example], scores: Any = None) -> Tuple[float, None]:
+        """The training loss of the current weights on ``examples`` (eval mode, no gradient)."""
+        import torch
+
+        self._require_ready()
+        batch = self._training_batch(list(examples))
+        if batch is None:
+            return 0.0, None
+        self.module.eval()
+        with torch.no_grad():
+            return float(self.module(**batch).loss), None
 
     # ---- serialization ----------------------------------------------------------------------------------
     def _serializers(self):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc
+from spacy.training import Example
 from thinc.api import Model
 
 from .base import LEDPipe, Window
@@ -78,6 +79,60 @@ class LEDClassifier(LEDPipe):
         if not self.cfg["labels"]:
             id2label = self.module.config.id2label or {}
             self.cfg["labels"] = [id2label[i] for i in sorted(id2label)]
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def _initialize_from_examples(self, get_examples) -> None:
+        if not self.cfg["labels"]:
+            labels = sorted({label for eg in get_examples() for label in eg.reference.cats})
+            if not labels:
+                raise ValueError(
+                    f"component '{self.name}' found no labels: give `labels` in its config or training examples "
+                    f"with doc.cats."
+                )
+            self.cfg["labels"] = labels
+
+    def _adapt_loaded_model(self) -> None:
+        """A checkpoint loaded before the labels were known gets a fresh head for the training labels."""
+        import torch
+
+        from ..modeling.model import LEDClassificationHead
+
+        module = self.module
+        labels = dict(enumerate(self.cfg["labels"]))
+        if module.config.id2label == labels:
+            return
+        module.config.id2label = labels
+        module.config.problem_type = self._checkpoint_config()["problem_type"]
+        head = LEDClassificationHead(module.config.d_model, len(labels), module.config.classifier_dropout)
+        head.apply(module._init_weights)
+        module.classification_head = head.to(device=module.device, dtype=module.dtype)
+        self.model.attrs["led_config"] = module.config.to_dict()
+
+    def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
+        """Every window of a long document trains on the document's labels."""
+        import torch
+
+        windows, targets = [], []
+        for i, eg in enumerate(examples):
+            cats = eg.reference.cats
+            if not cats or not eg.predicted.text.strip():
+                continue
+            unknown = set(cats) - set(self.labels)
+            if unknown:
+                raise ValueError(f"example {i} has labels {sorted(unknown)} that component '{self.name}' does not "
+                                 f"know ({list(self.labels)}): add them to its `labels`.")
+            target = [float(cats.get(label, 0.0)) for label in self.labels]
+            if not self.cfg["multi_label"]:
+                target = max(range(len(target)), key=target.__getitem__)
+            for window in self._windows(i, eg.predicted):
+                windows.append(window)
+                targets.append(target)
+        if not windows:
+            return None
+        batch = self._tensors(windows)
+        dtype = torch.float32 if self.cfg["multi_label"] else torch.long
+        batch["labels"] = torch.tensor(targets, dtype=dtype, device=batch["input_ids"].device)
+        return batch
 
     def _run_batch(self, windows: List[Window]) -> List[List[float]]:
         import torch

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from spacy.tokens import Doc, Span, SpanGroup
+from spacy.training import Example
 from thinc.api import Model
 
 from .base import LEDPipe, Window
@@ -89,22 +90,67 @@ class LEDQuestionAnswerer(LEDPipe):
             return [(str(q), None) for q in given]
         return [(s.text.strip(), (s.start_char, s.end_char)) for s in question_sentences(doc, self.cfg["question_fallback"])]
 
+    def _question_windows(self, doc_index: int, doc: Doc, encoded, question: str,
+                          exclude: Optional[Tuple[int, int]]) -> List[Window]:
+        """``<s> question </s></s> document-part </s>`` windows, global attention on ``<s>`` and the question
+        (transformers' recommendation for QA) besides what the strategy marks in the document."""
+        tok = self.tokenizer
+        q_ids = tok.encode(question, add_special_tokens=False).ids
+        if not q_ids:
+            return []
+        prefix = [*q_ids, tok.eos_token_id, tok.eos_token_id]
+        windows = self._cut(doc_index, doc, encoded, prefix, [1] * len(q_ids) + [0, 0],
+                            extra={"question": question, "exclude": exclude})
+        for window in windows:
+            window.global_mask[0] = 1
+        return windows
+
     def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
         encoded = self._encode_doc(doc)
-        tok = self.tokenizer
-        windows: List[Window] = []
-        for question, exclude in self.questions_for(doc):
-            q_ids = tok.encode(question, add_special_tokens=False).ids
-            if not q_ids:
+        return [w for q, exclude in self.questions_for(doc) for w in self._question_windows(doc_index, doc, encoded, q, exclude)]
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def _training_texts(self, example: Example) -> List[str]:
+        return [example.reference.text, *(example.reference._.questions or [])]
+
+    def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
+        """One input per (document, gold question): start/end positions of the gold answer's pieces in the
+        window that holds it (a long document trains on that window), or the ``<s>`` position (0) when the
+        question has no answer, as in SQuAD 2.0 training."""
+        import torch
+
+        windows, starts, ends = [], [], []
+        for i, eg in enumerate(examples):
+            questions = eg.reference._.questions or []
+            if not questions or not eg.predicted.text.strip():
                 continue
-            prefix = [*q_ids, tok.eos_token_id, tok.eos_token_id]
-            windows.extend(
-                self._cut(doc_index, doc, encoded, prefix, [1] * len(q_ids) + [0, 0],
-                          extra={"question": question, "exclude": exclude})
-            )
-        for window in windows:
-            window.global_mask[0] = 1  # <s> belongs to the question part, global as in transformers' QA models
-        return windows
+            answers = eg.reference._.answers or {}
+            encoded = self._encode_doc(eg.predicted)
+            for question in questions:
+                candidates = self._question_windows(i, eg.predicted, encoded, question, None)
+                if not candidates:
+                    continue
+                span = answers.get(question)
+                chosen, start, end = candidates[0], 0, 0
+                if span is not None:
+                    pieces = [k for k, (a, b) in enumerate(encoded.offsets) if a < span.end_char and span.start_char < b]
+                    for window in candidates:
+                        first, last = window.piece_start, window.piece_start + len(window.offsets) - 1
+                        if pieces and first <= pieces[0] and pieces[-1] <= last:
+                            chosen = window
+                            start = window.content_start + pieces[0] - first
+                            end = window.content_start + pieces[-1] - first
+                            break
+                windows.append(chosen)
+                starts.append(start)
+                ends.append(end)
+        if not windows:
+            return None
+        batch = self._tensors(windows)
+        device = batch["input_ids"].device
+        batch["start_positions"] = torch.tensor(starts, device=device)
+        batch["end_positions"] = torch.tensor(ends, device=device)
+        return batch
 
     # ---- model ------------------------------------------------------------------------------------------
     def _run_batch(self, windows: List[Window]) -> List[Candidate]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spacy.tokens import Doc
+from spacy.training import Example
 from thinc.api import Model
 
 from .base import LEDPipe, Window
@@ -102,6 +103,31 @@ class LEDSummarizer(LEDPipe):
         window = Window(0, [self.tokenizer.bos_token_id, *ids, self.tokenizer.eos_token_id],
                         [1] + [0] * (len(ids) + 1), 1, [])
         return self._run_windows([window])[0]
+
+    # ---- training -----------------------------------------------------------------------------------------
+    def _training_texts(self, example: Example) -> List[str]:
+        return [example.reference.text, getattr(example.reference._, self.cfg["summary_attr"]) or ""]
+
+    def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
+        """Teacher forcing: ``labels`` are the gold summary's ids (``<s> summary </s>``, -100 on padding); the
+        model shifts them right into decoder inputs and computes the cross-entropy inside torch."""
+        import torch
+
+        attr = self.cfg["summary_attr"]
+        windows, targets = [], []
+        for i, eg in enumerate(examples):
+            summary = getattr(eg.reference._, attr, None)
+            if summary and eg.predicted.text.strip():
+                windows.append(self._training_window(i, eg.predicted))
+                targets.append(summary)
+        if not windows:
+            return None
+        batch = self._tensors(windows)
+        limit = self.module.config.max_decoder_position_embeddings
+        encoded = self.tokenizer(targets, padding=True, max_length=limit, truncation=True, return_tensors="pt")
+        labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+        batch["labels"] = labels.to(batch["input_ids"].device)
+        return batch
 
     def _empty_prediction(self, doc: Doc) -> str:
         return ""
