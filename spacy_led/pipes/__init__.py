@@ -11,14 +11,14 @@ from spacy.language import Language
 from thinc.api import Model
 
 from .. import global_attention as _strategies  # noqa: F401  (registers the default strategies)
-from .. import layers as _layers  # noqa: F401  (registers the architectures)
+from .. import layers as _layers  # noqa: F401  (registers the architecture)
+from .. import scoring as _scoring  # noqa: F401  (registers the scorers named in the default configs)
 
 _COMMON = {
     "checkpoint": None,
     "overflow": "chunk",
     "max_length": None,
     "batch_token_budget": 16384,
-    "scorer": None,
 }
 
 
@@ -37,8 +37,9 @@ _COMMON = {
         "length_penalty": None,
         "no_repeat_ngram_size": None,
         "reduce_chunks": False,
+        "scorer": {"@scorers": "spacy_led.summary_scorer.v1"},
     },
-    default_score_weights={},
+    default_score_weights={"summary_rouge1": 0.25, "summary_rouge2": 0.25, "summary_rougeL": 0.5},
 )
 def make_summarizer(
     nlp: Language,
@@ -81,8 +82,9 @@ def make_summarizer(
         "multi_label": False,
         "threshold": 0.5,
         "label_attr": "label",
+        "scorer": {"@scorers": "spacy_led.cats_scorer.v1"},
     },
-    default_score_weights={},
+    default_score_weights={"cats_score": 1.0, "cats_micro_f": None, "cats_macro_f": None, "cats_macro_auc": None},
 )
 def make_classifier(
     nlp: Language,
@@ -121,8 +123,9 @@ def make_classifier(
         "no_answer_threshold": 0.0,
         "chunk_overlap": 128,
         "spans_key": "answers",
+        "scorer": {"@scorers": "spacy_led.qa_scorer.v1"},
     },
-    default_score_weights={},
+    default_score_weights={"qa_f1": 1.0, "qa_exact_match": 0.0},
 )
 def make_question_answerer(
     nlp: Language,

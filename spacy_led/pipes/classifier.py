@@ -12,6 +12,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Model
 
+from ..extensions import ensure_doc_attr, ensure_extensions
 from .base import LEDPipe, Window
 
 
@@ -35,8 +36,8 @@ class LEDClassifier(LEDPipe):
         label_attr: str = "label",
         scorer: Optional[Callable] = None,
     ) -> None:
-        if not Doc.has_extension(label_attr):
-            Doc.set_extension(label_attr, default=None)
+        ensure_extensions()
+        ensure_doc_attr(label_attr)
         super().__init__(
             vocab,
             model,

@@ -19,6 +19,7 @@ from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
 from thinc.api import Model
 
+from ..extensions import ANSWER_LABEL, ensure_extensions
 from .base import LEDPipe, Window
 
 
@@ -55,9 +56,7 @@ class LEDQuestionAnswerer(LEDPipe):
         spans_key: str = "answers",
         scorer: Optional[Callable] = None,
     ) -> None:
-        for obj, attr in ((Doc, "questions"), (Doc, "answers"), (Span, "question"), (Span, "answer_score")):
-            if not obj.has_extension(attr):
-                obj.set_extension(attr, default=None)
+        ensure_extensions()
         if max_answer_length < 1:
             raise ValueError(f"max_answer_length must be at least 1 piece; got {max_answer_length}.")
         super().__init__(
@@ -199,6 +198,19 @@ class LEDQuestionAnswerer(LEDPipe):
             for q, c in best.items()
         }
 
+    def score(self, examples: Iterable[Example], **kwargs: Any) -> Dict[str, Any]:
+        """Scores of the answers to the gold questions. Examples read from a DocBin (``spacy evaluate``) have
+        predicted Docs rebuilt from text, without ``_.questions``: those are answered again with the reference's
+        questions first, so the scores are about the right questions."""
+        examples = list(examples)
+        redo = [eg for eg in examples if eg.predicted._.questions is None and eg.reference._.questions]
+        if redo:
+            for eg in redo:
+                eg.predicted._.questions = list(eg.reference._.questions)
+            docs = [eg.predicted for eg in redo]
+            self.set_annotations(docs, self.predict(docs))
+        return super().score(examples, **kwargs)
+
     def _empty_prediction(self, doc: Doc) -> Dict[str, Optional[Candidate]]:
         return {}
 
@@ -210,7 +222,7 @@ class LEDQuestionAnswerer(LEDPipe):
             for question, candidate in answers.items():
                 span = None
                 if candidate is not None:
-                    span = doc.char_span(candidate.start_char, candidate.end_char, label="ANSWER",
+                    span = doc.char_span(candidate.start_char, candidate.end_char, label=ANSWER_LABEL,
                                          alignment_mode="expand")
                 if span is not None:
                     span._.question = question

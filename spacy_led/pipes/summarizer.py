@@ -12,6 +12,7 @@ from spacy.tokens import Doc
 from spacy.training import Example
 from thinc.api import Model
 
+from ..extensions import ensure_doc_attr, ensure_extensions
 from .base import LEDPipe, Window
 
 # When neither the component config nor the checkpoint sets a length, transformers' default (20 tokens) is
@@ -45,8 +46,8 @@ class LEDSummarizer(LEDPipe):
         reduce_chunks: bool = False,
         scorer: Optional[Callable] = None,
     ) -> None:
-        if not Doc.has_extension(summary_attr):
-            Doc.set_extension(summary_attr, default=None)
+        ensure_extensions()
+        ensure_doc_attr(summary_attr)
         super().__init__(
             vocab,
             model,
