@@ -211,7 +211,8 @@ def _big_batch(rows: int = 12, seed: int = 3):
 def test_many_inputs_finishing_at_different_steps(models, kwargs, compaction, monkeypatch):
     """Done inputs either stay in the batch (frozen) or leave it; both must give transformers' output."""
     if compaction != "default":
-        monkeypatch.setattr(generation_module, "_worth_compacting", lambda done, active: compaction == "always" and done > 0)
+        always = compaction == "always"
+        monkeypatch.setattr(generation_module, "_worth_compacting", lambda done, active: always and done > 0)
     ids, mask, glob = _big_batch()
     actual, expected = _both(models, ids, mask, glob, **kwargs)
     _assert_same(actual, expected)
@@ -259,7 +260,8 @@ def test_default_global_attention_is_the_first_token(models):
     first[:, 0] = 1
     implicit = ours.generate(ids, attention_mask=mask, max_length=20)
     assert torch.equal(implicit, ours.generate(ids, attention_mask=mask, global_attention_mask=first, max_length=20))
-    assert torch.equal(implicit, reference.generate(ids, attention_mask=mask, global_attention_mask=first, max_length=20))
+    expected = reference.generate(ids, attention_mask=mask, global_attention_mask=first, max_length=20)
+    assert torch.equal(implicit, expected)
 
 
 @pytest.mark.parametrize("early_stopping", [True, False, "never"])
@@ -268,7 +270,7 @@ def test_stopping_rule_matches_transformers_heuristic(early_stopping, length_pen
     """The 'can a running beam still win' rule against transformers' own function, near its boundary (where
     the normalising lengths max_length - 1, max_length and the current length give different answers)."""
     if not hasattr(transformers.GenerationMixin, "_check_early_stop_heuristic"):
-        pytest.skip("this transformers version has no _check_early_stop_heuristic (added in transformers 4.50)")
+        pytest.skip("this transformers version predates the beam search that has _check_early_stop_heuristic")
     generator = torch.Generator().manual_seed(0)
     inputs, beams, max_length, generated = 64, 4, 30, 9
     settings = generation_module.GenerationSettings(
@@ -282,7 +284,8 @@ def test_stopping_rule_matches_transformers_heuristic(early_stopping, length_pen
     lengths = torch.tensor([generated, max_length - 1, max_length] * inputs, dtype=torch.float)[:inputs]
     side = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0, -1.0] * inputs)[:inputs]
     worst = best_running / lengths**length_penalty * (1 + side * 1e-4)
-    finished = worst[:, None] + torch.rand(inputs, beams, generator=generator) * torch.tensor([0.0] + [0.01] * (beams - 1))
+    others_better = torch.rand(inputs, beams, generator=generator) * torch.tensor([0.0] + [0.01] * (beams - 1))
+    finished = worst[:, None] + others_better
     filled = torch.ones(inputs, beams, dtype=torch.bool)
     filled[::5, -1] = False  # an input with room can always improve
     finished = finished.masked_fill(~filled, generation_module.EMPTY_SCORE)

@@ -153,7 +153,8 @@ def resolve_settings(config, **given: Any) -> GenerationSettings:
     if early_stopping not in (True, False, "never") or not isinstance(early_stopping, (bool, str)):
         raise ValueError(f"early_stopping must be True, False or 'never'; got {early_stopping!r}.")
     length_penalty = pick("length_penalty")
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or not math.isfinite(length_penalty):
+    is_number = isinstance(length_penalty, (int, float)) and not isinstance(length_penalty, bool)
+    if not is_number or not math.isfinite(length_penalty):
         raise ValueError(f"length_penalty must be a finite number; got {length_penalty!r}.")
     no_repeat_ngram_size = _as_int("no_repeat_ngram_size", pick("no_repeat_ngram_size"), 0)
 
@@ -358,15 +359,26 @@ def _greedy_search(model, encoded, mask, settings: GenerationSettings) -> torch.
 
 # ---- beam search -----------------------------------------------------------------------------------------
 
+@dataclass
 class _Hypotheses:
-    """The ``num_beams`` best finished hypotheses of each input: tokens, score, generated length, filled?"""
+    """The ``num_beams`` best finished hypotheses of each input, best first: tokens, score, number of generated
+    tokens, and whether the slot holds a hypothesis at all (empty slots score EMPTY_SCORE)."""
 
-    def __init__(self, batch: int, beams: int, max_length: int, fill: int, start: int, device):
-        self.tokens = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
-        self.tokens[:, :, 0] = start
-        self.scores = torch.full((batch, beams), EMPTY_SCORE, dtype=torch.float32, device=device)
-        self.lengths = torch.zeros((batch, beams), dtype=torch.long, device=device)
-        self.filled = torch.zeros((batch, beams), dtype=torch.bool, device=device)
+    tokens: torch.Tensor  # (inputs, beams, max_length)
+    scores: torch.Tensor  # (inputs, beams)
+    lengths: torch.Tensor
+    filled: torch.Tensor
+
+    @classmethod
+    def empty(cls, batch: int, beams: int, max_length: int, fill: int, start: int, device) -> "_Hypotheses":
+        tokens = torch.full((batch, beams, max_length), fill, dtype=torch.long, device=device)
+        tokens[:, :, 0] = start
+        return cls(
+            tokens,
+            torch.full((batch, beams), EMPTY_SCORE, dtype=torch.float32, device=device),
+            torch.zeros((batch, beams), dtype=torch.long, device=device),
+            torch.zeros((batch, beams), dtype=torch.bool, device=device),
+        )
 
     def add(self, tokens, scores, length: int, eligible) -> None:
         """Merge candidates (inputs, K, ...) whose ``eligible`` is set; keep the best ``beams``, sorted."""
@@ -374,14 +386,19 @@ class _Hypotheses:
         merged = torch.cat([self.scores, scores.masked_fill(~eligible, -math.inf)], dim=1)
         self.scores, best = merged.topk(beams, dim=1)
         self.tokens = _take(torch.cat([self.tokens, tokens], dim=1), best)
-        self.lengths = torch.cat([self.lengths, torch.full_like(scores, length, dtype=torch.long)], dim=1).gather(1, best)
+        new_lengths = torch.full_like(scores, length, dtype=torch.long)
+        self.lengths = torch.cat([self.lengths, new_lengths], dim=1).gather(1, best)
         self.filled = torch.cat([self.filled, eligible], dim=1).gather(1, best)
 
     def select(self, keep: torch.Tensor) -> "_Hypotheses":
-        other = object.__new__(_Hypotheses)
-        other.tokens, other.scores = self.tokens[keep], self.scores[keep]
-        other.lengths, other.filled = self.lengths[keep], self.filled[keep]
-        return other
+        return _Hypotheses(self.tokens[keep], self.scores[keep], self.lengths[keep], self.filled[keep])
+
+    def store(self, inputs: torch.Tensor, hypotheses: "_Hypotheses") -> None:
+        """Write the hypotheses of ``inputs`` (indices into this batch)."""
+        self.tokens[inputs] = hypotheses.tokens
+        self.scores[inputs] = hypotheses.scores
+        self.lengths[inputs] = hypotheses.lengths
+        self.filled[inputs] = hypotheses.filled
 
 
 def _take(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -410,10 +427,9 @@ def _beam_search(model, encoded, mask, settings: GenerationSettings) -> torch.Te
     # All beams start identical: only the first one may propose tokens at the first step.
     running_scores = torch.zeros((batch, beams), dtype=torch.float32, device=device)
     running_scores[:, 1:] = EMPTY_SCORE
-    finished = _Hypotheses(batch, beams, max_length, fill, start, device)
+    finished = _Hypotheses.empty(batch, beams, max_length, fill, start, device)
     improvable = torch.ones(batch, dtype=torch.bool, device=device)  # can a running beam still beat the worst?
-    results = _Hypotheses(batch, beams, max_length, fill, start, device)  # of inputs already dropped
-    beam_offsets = torch.arange(beams, device=device)
+    results = _Hypotheses.empty(batch, beams, max_length, fill, start, device)  # of inputs already dropped
     in_top = torch.arange(kept, device=device) < beams  # only the best `beams` candidates may finish
     last = running[:, :, 0].flatten()
 
@@ -441,7 +457,8 @@ def _beam_search(model, encoded, mask, settings: GenerationSettings) -> torch.Te
         if step + 1 == max_length:
             break
 
-        # The best candidates that did not end continue (transformers' handicap, not a mask, for the rest).
+        # The best candidates that did not end continue. Ended ones get transformers' -1e9 handicap rather than
+        # a mask, so that they would still outrank impossible (-inf) continuations.
         running_scores, survivors = (top_scores + ends.float() * -1.0e9).topk(beams, dim=1)
         running = _take(candidates, survivors)
         parent = parent.gather(1, survivors)
@@ -454,14 +471,15 @@ def _beam_search(model, encoded, mask, settings: GenerationSettings) -> torch.Te
         if bool(done.all()):
             break
         if _worth_compacting(int(done.sum()), active):
-            _store(results, inputs[done], finished.select(done))
+            results.store(inputs[done], finished.select(done))
             keep = (~done).nonzero().flatten()
             run.keep_inputs(keep)
-            inputs, running, running_scores, improvable = inputs[keep], running[keep], running_scores[keep], improvable[keep]
+            inputs, running, running_scores = inputs[keep], running[keep], running_scores[keep]
+            improvable = improvable[keep]
             finished = finished.select(keep)
             last = running[:, :, step].flatten()
 
-    _store(results, inputs, finished)
+    results.store(inputs, finished)
     count = settings.num_return_sequences
     length = 1 + int(results.lengths[:, :count].max())
     return results.tokens[:, :count, :length].reshape(batch * count, length)
@@ -478,10 +496,3 @@ def _can_improve(best_running: torch.Tensor, finished_scores: torch.Tensor, gene
     penalty = settings.length_penalty
     length = settings.max_length - 1 if settings.early_stopping == "never" and penalty > 0 else generated
     return best_running / (length**penalty) > finished_scores.min(dim=1).values
-
-
-def _store(results: _Hypotheses, inputs: torch.Tensor, hypotheses: _Hypotheses) -> None:
-    results.tokens[inputs] = hypotheses.tokens
-    results.scores[inputs] = hypotheses.scores
-    results.lengths[inputs] = hypotheses.lengths
-    results.filled[inputs] = hypotheses.filled
