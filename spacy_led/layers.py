@@ -12,11 +12,13 @@ ever crosses into numpy.
 """
 from __future__ import annotations
 
-import io
+import logging
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model
+
+logger = logging.getLogger("spacy_led")
 
 TASKS = ("generation", "classification", "question_answering")
 
@@ -75,10 +77,15 @@ def build_led_model(
     max_decoder_position_embeddings: int = 512,
     dropout: float = 0.1,
     gradient_checkpointing: bool = False,
+    mixed_precision: bool = False,
     dtype: str = "float32",
 ) -> Model:
     """An LED for ``task``. The shape arguments describe a fresh model trained from scratch; a model loaded
-    from a checkpoint (the component's ``checkpoint`` setting) takes the checkpoint's own shape instead."""
+    from a checkpoint (the component's ``checkpoint`` setting) takes the checkpoint's own shape instead.
+
+    ``gradient_checkpointing`` recomputes activations in the backward pass (long documents train in far less
+    memory); ``mixed_precision`` runs forward passes under CUDA float16 autocast with a gradient scaler (GPU
+    only: Thinc's shim autocasts CUDA alone); ``dtype`` stores the weights in float32, bfloat16 or float16."""
     if task not in TASKS:
         raise ValueError(f"unknown LED task {task!r}: use one of {TASKS}.")
     if dtype not in ("float32", "bfloat16", "float16"):
@@ -103,6 +110,7 @@ def build_led_model(
             "task": task,
             "shape": shape,
             "gradient_checkpointing": gradient_checkpointing,
+            "mixed_precision": mixed_precision,
             "dtype": dtype,
             "led_config": None,
         },
@@ -144,18 +152,30 @@ def get_module(model: Model):
 
 def _install(model: Model, module) -> None:
     import torch
-    from thinc.api import PyTorchShim
+    from thinc.api import PyTorchGradScaler, PyTorchShim
 
     if model.attrs["gradient_checkpointing"]:
         module.gradient_checkpointing_enable()
     dtype = getattr(torch, model.attrs["dtype"])
     if module.dtype != dtype:
         module.to(dtype)
-    shim = PyTorchShim(module, serialize_model=serialize_module, deserialize_model=deserialize_module)
-    # A PyTorchShim moves nothing by itself; follow the current Thinc ops (GPU after spacy.require_gpu()).
     from thinc.api import get_torch_default_device
 
-    module.to(get_torch_default_device())
+    device = get_torch_default_device()
+    mixed = bool(model.attrs.get("mixed_precision"))
+    if mixed and device.type != "cuda":
+        logger.warning("mixed_precision needs a CUDA GPU (spacy.require_gpu()); running in %s on %s. On the CPU, "
+                       "use dtype = \"bfloat16\" instead.", model.attrs["dtype"], device)
+        mixed = False
+    shim = PyTorchShim(
+        module,
+        mixed_precision=mixed,
+        grad_scaler=PyTorchGradScaler(enabled=mixed),
+        serialize_model=serialize_module,
+        deserialize_model=deserialize_module,
+    )
+    # A PyTorchShim moves nothing by itself; follow the current Thinc ops (GPU after spacy.require_gpu()).
+    module.to(device)
     model.shims[:] = [shim]
     model.attrs["led_config"] = module.config.to_dict()
 
