@@ -231,3 +231,22 @@ def test_installed_entry_points_find_the_factories():
 def test_n_process_2_gives_the_same_output(summarizer_nlp):
     expected = [summarizer_nlp(t)._.summary for t in TEXTS[:4]]
     assert [d._.summary for d in summarizer_nlp.pipe(TEXTS[:4], n_process=2, batch_size=2)] == expected
+
+
+def test_saved_pipeline_loads_without_the_checkpoint_it_was_made_from(summarizer_checkpoint, tmp_path):
+    """The config still names the checkpoint; spacy.load must not need it (another machine, moved files)."""
+    import shutil
+
+    source = tmp_path / "ckpt"
+    shutil.copytree(summarizer_checkpoint, source)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("led_summarizer", config={"checkpoint": str(source), "num_beams": 1, "max_summary_length": 10})
+    expected = nlp(TEXTS[0])._.summary
+    nlp.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(source)
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded(TEXTS[0])._.summary == expected
+    missing = spacy.blank("en")
+    missing.add_pipe("led_summarizer", config={"checkpoint": str(source)})
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        missing(TEXTS[0])

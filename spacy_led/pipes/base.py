@@ -101,7 +101,10 @@ class LEDPipe(TrainablePipe):
         self.name = name
         self.global_attention = global_attention
         self.scorer = scorer
-        self.tokenizer = None
+        self._tokenizer = None
+        # Loaded on first use, not here: `spacy.load` builds the pipe from its config (which still names the
+        # checkpoint it was made from) and then reads the saved weights; the checkpoint need not exist there.
+        self._pending_checkpoint: Optional[str] = checkpoint or None
         self.cfg: Dict[str, Any] = {
             "overflow": overflow,
             "max_length": max_length,
@@ -109,8 +112,6 @@ class LEDPipe(TrainablePipe):
             "chunk_overlap": chunk_overlap,
             **cfg,
         }
-        if checkpoint:
-            self.load_checkpoint(checkpoint)
 
     # ---- model and tokenizer ----------------------------------------------------------------------------
     def load_checkpoint(self, path: str) -> None:
@@ -125,12 +126,29 @@ class LEDPipe(TrainablePipe):
         """Config changes a task applies when loading a checkpoint (e.g. the classifier's labels)."""
         return {}
 
+    def _ensure_loaded(self) -> None:
+        """Load the checkpoint named in the config, once, if nothing else has given the pipe a model."""
+        if self._pending_checkpoint and not layers.has_module(self.model):
+            path, self._pending_checkpoint = self._pending_checkpoint, None
+            self.load_checkpoint(path)
+
+    @property
+    def tokenizer(self):
+        self._ensure_loaded()
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, value) -> None:
+        self._tokenizer = value
+
     @property
     def module(self):
+        self._ensure_loaded()
         return layers.get_module(self.model)
 
     def _require_ready(self) -> None:
-        if self.tokenizer is None or not layers.has_module(self.model):
+        self._ensure_loaded()
+        if self._tokenizer is None or not layers.has_module(self.model):
             raise ValueError(
                 f"component '{self.name}' has no model yet: add it with config={{'checkpoint': "
                 f"'path/to/led-checkpoint'}} (a HuggingFace LED directory), or call nlp.initialize() to "
@@ -320,6 +338,8 @@ class LEDPipe(TrainablePipe):
         texts."""
         validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
         self._initialize_from_examples(get_examples)
+        if not checkpoint:
+            self._ensure_loaded()
         if checkpoint:
             self.load_checkpoint(checkpoint)
         elif not layers.has_module(self.model):
@@ -426,7 +446,8 @@ class LEDPipe(TrainablePipe):
         layers.build_from_config(self.model, srsly.json_loads(data))
 
     def _check_serializable(self) -> None:
-        if self.tokenizer is None or not layers.has_module(self.model):
+        self._ensure_loaded()
+        if self._tokenizer is None or not layers.has_module(self.model):
             raise ValueError(f"component '{self.name}' has no model to save yet (no checkpoint, not initialized).")
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
@@ -436,6 +457,7 @@ class LEDPipe(TrainablePipe):
         return util.to_bytes(serializers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
+        self._pending_checkpoint = None  # the stored model replaces the configured checkpoint
         deserializers = {k: setter for k, (_, setter) in self._serializers().items()}
         deserializers["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
         util.from_bytes(bytes_data, deserializers, exclude)
@@ -454,6 +476,7 @@ class LEDPipe(TrainablePipe):
         from ..tokenizer import LEDTokenizer
 
         path = util.ensure_path(path)
+        self._pending_checkpoint = None  # the stored model replaces the configured checkpoint
         self.cfg.update(srsly.read_json(path / "cfg"))
         self.tokenizer = LEDTokenizer.from_pretrained(path / "tokenizer")
         layers.build_from_config(self.model, srsly.read_json(path / "led_config.json"))

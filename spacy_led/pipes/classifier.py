@@ -42,7 +42,7 @@ class LEDClassifier(LEDPipe):
             vocab,
             model,
             name,
-            checkpoint=None,
+            checkpoint=checkpoint,
             global_attention=global_attention,
             overflow=overflow,
             max_length=max_length,
@@ -53,11 +53,11 @@ class LEDClassifier(LEDPipe):
             threshold=threshold,
             label_attr=label_attr,
         )
-        if checkpoint:
-            self.load_checkpoint(checkpoint)
 
     @property
     def labels(self) -> Tuple[str, ...]:
+        if not self.cfg["labels"]:
+            self._ensure_loaded()  # labels of the configured checkpoint
         return tuple(self.cfg["labels"])
 
     def add_label(self, label: str) -> int:
