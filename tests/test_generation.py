@@ -16,24 +16,13 @@ import torch
 from spacy_led.modeling import LEDForConditionalGeneration
 from spacy_led.modeling import generation as generation_module
 
+from conftest import TINY
+
 transformers = pytest.importorskip("transformers")
 
 PAD, EOS, START = 1, 2, 2
 DECODER_POSITIONS = 128
-CONFIG = dict(
-    vocab_size=99,
-    d_model=32,
-    encoder_layers=2,
-    decoder_layers=2,
-    encoder_attention_heads=4,
-    decoder_attention_heads=4,
-    encoder_ffn_dim=37,
-    decoder_ffn_dim=37,
-    attention_window=[8, 16],
-    max_encoder_position_embeddings=2560,
-    max_decoder_position_embeddings=DECODER_POSITIONS,
-    init_std=0.3,
-)
+CONFIG = dict(TINY, max_encoder_position_embeddings=2560, max_decoder_position_embeddings=DECODER_POSITIONS)
 EOS_BIAS = 2.0  # with seed 2: some rows end after a few tokens, others run to max_length
 
 
