@@ -13,7 +13,7 @@ ever crosses into numpy.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Dict, List, Union
 
 from spacy.util import registry
 from thinc.api import ArgsKwargs, Model

@@ -5,7 +5,7 @@ so this module does nothing but register: the component classes are imported whe
 """
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
 
 from spacy.language import Language
 from thinc.api import Model

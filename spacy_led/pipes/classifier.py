@@ -94,8 +94,6 @@ class LEDClassifier(LEDPipe):
 
     def _adapt_loaded_model(self) -> None:
         """A checkpoint loaded before the labels were known gets a fresh head for the training labels."""
-        import torch
-
         from ..modeling.model import LEDClassificationHead
 
         module = self.module

@@ -153,8 +153,6 @@ class LEDQuestionAnswerer(LEDPipe):
 
     # ---- model ------------------------------------------------------------------------------------------
     def _run_batch(self, windows: List[Window]) -> List[Candidate]:
-        import torch
-
         output = self.module(**self._tensors(windows))
         starts, ends = output.start_logits.float().cpu(), output.end_logits.float().cpu()
         return [self._best_span(w, starts[i, : len(w)], ends[i, : len(w)]) for i, w in enumerate(windows)]

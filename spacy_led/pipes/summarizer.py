@@ -19,7 +19,6 @@ from .base import LEDPipe, Window
 # far too short for a summary of a long document.
 DEFAULT_SUMMARY_MAX_LENGTH = 256
 
-GENERATION_SETTINGS = ("num_beams", "max_length", "max_new_tokens", "min_length", "length_penalty", "no_repeat_ngram_size")
 
 
 class LEDSummarizer(LEDPipe):
@@ -112,8 +111,6 @@ class LEDSummarizer(LEDPipe):
     def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:
         """Teacher forcing: ``labels`` are the gold summary's ids (``<s> summary </s>``, -100 on padding); the
         model shifts them right into decoder inputs and computes the cross-entropy inside torch."""
-        import torch
-
         attr = self.cfg["summary_attr"]
         windows, targets = [], []
         for i, eg in enumerate(examples):
