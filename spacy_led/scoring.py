@@ -1,12 +1,11 @@
 """Scores for the LED components: ROUGE for summaries, SQuAD exact match / F1 for answers.
 
-Both metrics are reimplemented here rather than imported, so that the package depends on neither
-``rouge-score`` nor ``nltk``; the tests check them against ``rouge-score`` and the official SQuAD semantics.
-
-- :func:`rouge_scores` equals Google's ``rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"],
-  use_stemmer=False)``: the same tokenization (lowercase, every run of characters outside ``[a-z0-9]`` becomes
-  a space) and the same counting. Stemming (``use_stemmer=True``) is not supported: matching it exactly would
-  need NLTK's Porter stemmer, extensions and all.
+- ROUGE is Google's ``rouge-score`` package itself (``RougeScorer``), the implementation summarization papers
+  and transformers' summarization examples report: ROUGE-1, ROUGE-2, ROUGE-L (LCS over the whole text) and
+  ROUGE-Lsum (summary-level LCS over newline-separated sentences), with Porter stemming on by default
+  (``use_stemmer=True``, as LED's and BART's published numbers). For ROUGE-Lsum each text is split into
+  sentences first and joined with newlines, as transformers' ``run_summarization.py`` does with
+  ``nltk.sent_tokenize``; here spaCy's rule-based ``sentencizer`` splits, so no NLTK data is downloaded.
 - :func:`squad_exact_match` and :func:`squad_f1` follow the official SQuAD v2.0 evaluation script (which agrees
   with v1.1 on answerable questions), on a 0..1 scale instead of the script's percentages.
 
@@ -18,106 +17,83 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from functools import lru_cache
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from spacy.util import registry
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
-_NON_ALPHANUM = re.compile(r"[^a-z0-9]+")
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 
 
 # ---- ROUGE ----------------------------------------------------------------------------------------------
-def rouge_tokenize(text: str) -> List[str]:
-    """rouge-score's tokens: lowercased runs of ``[a-z0-9]``; everything else separates tokens."""
-    return _NON_ALPHANUM.sub(" ", text.lower()).split()
+@lru_cache(maxsize=None)
+def _sentencizer():
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    return nlp
 
 
-def _fmeasure(precision: float, recall: float) -> float:
-    # The same expression as rouge-score's, so the floats agree to the last bit.
-    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+def split_sentences(text: str) -> str:
+    """``text`` with one sentence per line: the input ROUGE-Lsum expects (rouge-score splits on newlines)."""
+    return "\n".join(sent.text.strip() for sent in _sentencizer()(text).sents if sent.text.strip())
 
 
-def _prf(precision: float, recall: float) -> Dict[str, float]:
-    return {"p": precision, "r": recall, "f": _fmeasure(precision, recall)}
+@lru_cache(maxsize=None)
+def _rouge_scorer(use_stemmer: bool):
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(list(ROUGE_TYPES), use_stemmer=use_stemmer)
 
 
-def _ngrams(tokens: Sequence[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+def rouge_scores(
+    prediction: Optional[str], reference: Optional[str], *, use_stemmer: bool = True
+) -> Dict[str, Dict[str, float]]:
+    """ROUGE-1, ROUGE-2, ROUGE-L and ROUGE-Lsum of ``prediction`` against ``reference``.
 
-
-def _rouge_n(reference: Sequence[str], prediction: Sequence[str], n: int) -> Dict[str, float]:
-    ref, pred = _ngrams(reference, n), _ngrams(prediction, n)
-    overlap = sum((ref & pred).values())
-    return _prf(overlap / max(sum(pred.values()), 1), overlap / max(sum(ref.values()), 1))
-
-
-def lcs_length(a: Sequence[Any], b: Sequence[Any]) -> int:
-    """Length of the longest common subsequence of ``a`` and ``b``.
-
-    Bit-parallel (Hyyrö 2004, one Python integer holds a row of the DP table), so long summaries cost
-    ``len(b)`` big-integer operations instead of ``len(a) * len(b)`` Python steps.
+    Returns ``{"rouge1": {"p", "r", "f"}, ..., "rougeLsum": {...}}`` (spaCy's PRF naming):
+    ``RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer).score(reference, prediction)`` on
+    the texts split one sentence per line (note that rouge-score takes the reference first). ``None`` counts
+    as the empty text.
     """
-    if len(a) < len(b):
-        a, b = b, a
-    if not b:
-        return 0
-    positions: Dict[Any, int] = {}
-    for i, item in enumerate(a):
-        positions[item] = positions.get(item, 0) | (1 << i)
-    full = (1 << len(a)) - 1
-    row = full
-    for item in b:
-        matches = row & positions.get(item, 0)
-        row = ((row + matches) | (row - matches)) & full
-    return len(a) - bin(row).count("1")
-
-
-def _rouge_l(reference: Sequence[str], prediction: Sequence[str]) -> Dict[str, float]:
-    if not reference or not prediction:
-        return _prf(0.0, 0.0)
-    common = lcs_length(reference, prediction)
-    return _prf(common / len(prediction), common / len(reference))
-
-
-def rouge_scores(prediction: Optional[str], reference: Optional[str]) -> Dict[str, Dict[str, float]]:
-    """ROUGE-1, ROUGE-2 and ROUGE-L of ``prediction`` against ``reference``.
-
-    Returns ``{"rouge1": {"p", "r", "f"}, "rouge2": {...}, "rougeL": {...}}`` (spaCy's PRF naming), equal to
-    ``RougeScorer(["rouge1", "rouge2", "rougeL"]).score(reference, prediction)`` — note that rouge-score takes
-    the reference first. ``None`` counts as the empty text.
-    """
-    pred = rouge_tokenize(prediction or "")
-    ref = rouge_tokenize(reference or "")
-    return {"rouge1": _rouge_n(ref, pred, 1), "rouge2": _rouge_n(ref, pred, 2), "rougeL": _rouge_l(ref, pred)}
+    scores = _rouge_scorer(use_stemmer).score(split_sentences(reference or ""), split_sentences(prediction or ""))
+    return {key: {"p": s.precision, "r": s.recall, "f": s.fmeasure} for key, s in scores.items()}
 
 
 def score_summaries(
-    examples: Iterable[Any], *, attr: str = "summary", gold_attr: str = "summary"
+    examples: Iterable[Any], *, attr: str = "summary", gold_attr: str = "summary", use_stemmer: bool = True
 ) -> Dict[str, Optional[float]]:
-    """Mean ROUGE F over the examples whose reference has a summary (``None`` for all three if none has)."""
+    """Mean ROUGE F over the examples whose reference has a summary: ``summary_rouge1_f``,
+    ``summary_rouge2_f``, ``summary_rougeL_f``, ``summary_rougeLsum_f`` (``None`` for all if none has)."""
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     count = 0
     for eg in examples:
         gold = getattr(eg.reference._, gold_attr)
         if gold is None:
             continue
-        scores = rouge_scores(getattr(eg.predicted._, attr) or "", gold)
+        scores = rouge_scores(getattr(eg.predicted._, attr) or "", gold, use_stemmer=use_stemmer)
         for key in ROUGE_TYPES:
             totals[key] += scores[key]["f"]
         count += 1
-    return {f"summary_{key}": (totals[key] / count if count else None) for key in ROUGE_TYPES}
+    return {f"summary_{key}_f": (totals[key] / count if count else None) for key in ROUGE_TYPES}
 
 
 @registry.scorers("spacy_led.summary_scorer.v1")
-def make_summary_scorer(attr: Optional[str] = None, gold_attr: str = "summary") -> Callable[..., Dict[str, Any]]:
-    """Scorer of ``led_summarizer``: ``summary_rouge1``, ``summary_rouge2``, ``summary_rougeL`` (mean F).
+def make_summary_scorer(
+    attr: Optional[str] = None, gold_attr: str = "summary", use_stemmer: bool = True
+) -> Callable[..., Dict[str, Any]]:
+    """Scorer of ``led_summarizer``: mean ROUGE F as rouge-score computes it, ``summary_rouge1_f``,
+    ``summary_rouge2_f``, ``summary_rougeL_f`` and ``summary_rougeLsum_f``.
 
     attr: the Doc extension holding the predicted summary; by default the component's ``summary_attr``
         (spaCy passes the component's cfg to the scorer), else ``"summary"``.
     gold_attr: the extension holding the reference summary (the corpus readers write ``summary``).
+    use_stemmer: Porter-stem tokens before matching (rouge-score's ``use_stemmer``), as published LED
+        results do.
     """
     from .extensions import ensure_doc_attr
 
@@ -127,7 +103,7 @@ def make_summary_scorer(attr: Optional[str] = None, gold_attr: str = "summary") 
     def score(examples: Iterable[Any], **kwargs: Any) -> Dict[str, Any]:
         predicted_attr = attr or kwargs.get("summary_attr") or "summary"
         ensure_doc_attr(predicted_attr)
-        return score_summaries(examples, attr=predicted_attr, gold_attr=gold_attr)
+        return score_summaries(examples, attr=predicted_attr, gold_attr=gold_attr, use_stemmer=use_stemmer)
 
     return score
 

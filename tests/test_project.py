@@ -26,7 +26,7 @@ SCRIPTS = PROJECT / "scripts"
 GENERATED = ("assets", "corpus", "training", "metrics", "packages", "project.lock")
 COMPONENTS = ("summarizer", "classifier", "qa")
 METRIC_KEYS = {
-    "summarizer": {"summary_rouge1", "summary_rouge2", "summary_rougeL"},
+    "summarizer": {"summary_rouge1_f", "summary_rouge2_f", "summary_rougeL_f", "summary_rougeLsum_f"},
     "classifier": {"accuracy", "cats_macro_f"},
     "qa": {"qa_exact_match", "qa_f1"},
 }

@@ -23,7 +23,7 @@ def test_spacy_evaluate_scores_summaries(summarizer_checkpoint, tmp_path):
         docs.append(doc)
     DocBin(docs=docs, store_user_data=True).to_disk(tmp_path / "dev.spacy")
     scores = evaluate(str(tmp_path / "model"), str(tmp_path / "dev.spacy"))
-    assert scores["summary_rouge1"] == 1.0 and scores["summary_rougeL"] == 1.0
+    assert scores["summary_rouge1_f"] == 1.0 and scores["summary_rougeLsum_f"] == 1.0
 
 
 def test_spacy_evaluate_answers_the_gold_questions(qa_checkpoint, tmp_path):

@@ -7,7 +7,8 @@ For each component given, two pipelines are scored on its dev file:
   from the same training file, same shape) but never updated: the point training starts from. When the
   config fine-tunes a checkpoint, that is the checkpoint itself, with a fresh task head where it has none.
 
-Metrics: ROUGE-1/2/L F (``spacy_led.scoring``, rouge-score's definition) for summaries; accuracy (the top
+Metrics: ROUGE-1/2/L/Lsum F (``spacy_led.scoring``: Google's rouge-score, Porter stemming, sentences split for
+ROUGE-Lsum) for summaries; accuracy (the top
 label is the gold one) and spaCy's macro-averaged F for labels; SQuAD 2.0 exact match and F1 for answers,
 unanswerable questions included. The table is printed in Markdown; every number goes to ``--output`` as JSON,
 one row per (component, model).
@@ -37,7 +38,8 @@ from spacy_led.corpus import LabelCorpus, SquadCorpus, SummaryCorpus
 
 # (metric key, label in the table), per component.
 METRICS = {
-    "summarizer": [("summary_rouge1", "ROUGE-1 F"), ("summary_rouge2", "ROUGE-2 F"), ("summary_rougeL", "ROUGE-L F")],
+    "summarizer": [("summary_rouge1_f", "ROUGE-1 F"), ("summary_rouge2_f", "ROUGE-2 F"), ("summary_rougeL_f", "ROUGE-L F"),
+                   ("summary_rougeLsum_f", "ROUGE-Lsum F")],
     "classifier": [("accuracy", "accuracy"), ("cats_macro_f", "macro F")],
     "qa": [("qa_exact_match", "exact match"), ("qa_f1", "F1")],
 }

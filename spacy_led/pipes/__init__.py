@@ -39,7 +39,8 @@ _COMMON = {
         "reduce_chunks": False,
         "scorer": {"@scorers": "spacy_led.summary_scorer.v1"},
     },
-    default_score_weights={"summary_rouge1": 0.25, "summary_rouge2": 0.25, "summary_rougeL": 0.5},
+    default_score_weights={"summary_rouge1_f": 0.25, "summary_rouge2_f": 0.25, "summary_rougeL_f": 0.0,
+                           "summary_rougeLsum_f": 0.5},
 )
 def make_summarizer(
     nlp: Language,
