@@ -19,6 +19,7 @@ _COMMON = {
     "overflow": "chunk",
     "max_length": None,
     "batch_token_budget": 16384,
+    "global_attention_spans_key": None,
 }
 
 
@@ -51,6 +52,7 @@ def make_summarizer(
     overflow: str,
     max_length: Optional[int],
     batch_token_budget: int,
+    global_attention_spans_key: Optional[str],
     summary_attr: str,
     num_beams: Optional[int],
     max_summary_length: Optional[int],
@@ -65,7 +67,8 @@ def make_summarizer(
 
     return LEDSummarizer(
         nlp.vocab, model, name, checkpoint=checkpoint, global_attention=global_attention, overflow=overflow,
-        max_length=max_length, batch_token_budget=batch_token_budget, summary_attr=summary_attr,
+        max_length=max_length, batch_token_budget=batch_token_budget,
+        global_attention_spans_key=global_attention_spans_key, summary_attr=summary_attr,
         num_beams=num_beams, max_summary_length=max_summary_length, max_new_tokens=max_new_tokens,
         min_summary_length=min_summary_length, length_penalty=length_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, reduce_chunks=reduce_chunks, scorer=scorer,
@@ -99,6 +102,7 @@ def make_classifier(
     overflow: str,
     max_length: Optional[int],
     batch_token_budget: int,
+    global_attention_spans_key: Optional[str],
     label_attr: str,
     scorer: Optional[Callable],
 ):
@@ -107,7 +111,8 @@ def make_classifier(
     return LEDClassifier(
         nlp.vocab, model, name, checkpoint=checkpoint, global_attention=global_attention, labels=labels,
         multi_label=multi_label, threshold=threshold, overflow=overflow, max_length=max_length,
-        batch_token_budget=batch_token_budget, label_attr=label_attr, scorer=scorer,
+        batch_token_budget=batch_token_budget, global_attention_spans_key=global_attention_spans_key,
+        label_attr=label_attr, scorer=scorer,
     )
 
 
@@ -142,6 +147,7 @@ def make_question_answerer(
     max_length: Optional[int],
     chunk_overlap: int,
     batch_token_budget: int,
+    global_attention_spans_key: Optional[str],
     spans_key: str,
     scorer: Optional[Callable],
 ):
@@ -151,5 +157,6 @@ def make_question_answerer(
         nlp.vocab, model, name, checkpoint=checkpoint, global_attention=global_attention, questions=questions,
         question_fallback=question_fallback, max_answer_length=max_answer_length,
         no_answer_threshold=no_answer_threshold, overflow=overflow, max_length=max_length,
-        chunk_overlap=chunk_overlap, batch_token_budget=batch_token_budget, spans_key=spans_key, scorer=scorer,
+        chunk_overlap=chunk_overlap, batch_token_budget=batch_token_budget,
+        global_attention_spans_key=global_attention_spans_key, spans_key=spans_key, scorer=scorer,
     )

@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import srsly
 from spacy import util
 from spacy.pipeline import TrainablePipe
-from spacy.tokens import Doc
+from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
@@ -27,6 +27,7 @@ from ..global_attention import GlobalAttention, global_mask_for_pieces, to_globa
 logger = logging.getLogger("spacy_led")
 
 OVERFLOW_MODES = ("chunk", "truncate", "error")
+GLOBAL_ATTENTION_LABEL = "GLOBAL"
 
 
 def _one_torch_thread_after_fork() -> None:
@@ -89,6 +90,7 @@ class LEDPipe(TrainablePipe):
         max_length: Optional[int],
         batch_token_budget: int,
         chunk_overlap: int = 0,
+        global_attention_spans_key: Optional[str] = None,
         scorer: Optional[Callable] = None,
         **cfg: Any,
     ) -> None:
@@ -110,6 +112,7 @@ class LEDPipe(TrainablePipe):
             "max_length": max_length,
             "batch_token_budget": batch_token_budget,
             "chunk_overlap": chunk_overlap,
+            "global_attention_spans_key": global_attention_spans_key,
             **cfg,
         }
 
@@ -309,6 +312,32 @@ class LEDPipe(TrainablePipe):
                 error_handler(self.name, self, [doc], err)
                 predictions.append(_FAILED)
         return predictions
+
+    # ---- what the attention saw -------------------------------------------------------------------------
+    def _set_global_attention_spans(self, doc: Doc) -> None:
+        """With ``global_attention_spans_key`` set, store the Doc tokens the strategy gave global attention as
+        the span group ``doc.spans[key]`` (runs of adjacent tokens as one Span labelled ``GLOBAL``), so
+        ``displacy.render(doc, style="span", options={"spans_key": key})`` shows where the attention went.
+        ``<s>`` has no Doc token: ``attrs["bos"]`` records whether it was global too (a ``first_token`` strategy
+        leaves the group empty). Off by default: it is an inspection aid, and Docs and DocBins stay as small as
+        they were unless asked."""
+        key = self.cfg.get("global_attention_spans_key")
+        if not key:
+            return
+        attention = to_global_attention(self.global_attention(doc), doc)
+        marked = [False] * len(doc)
+        for start, end in attention.char_spans:
+            span = doc.char_span(start, max(end, start + 1), alignment_mode="expand")  # (a, a): the token at a
+            if span is not None:
+                marked[span.start : span.end] = [True] * len(span)
+        spans, run_start = [], None
+        for i, is_global in enumerate([*marked, False]):
+            if is_global and run_start is None:
+                run_start = i
+            elif not is_global and run_start is not None:
+                spans.append(Span(doc, run_start, i, label=GLOBAL_ATTENTION_LABEL))
+                run_start = None
+        doc.spans[key] = SpanGroup(doc, name=key, attrs={"bos": attention.bos}, spans=spans)
 
     # ---- tasks implement these --------------------------------------------------------------------------
     def _run_batch(self, windows: List[Window]) -> List[Any]:

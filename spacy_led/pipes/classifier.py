@@ -33,6 +33,7 @@ class LEDClassifier(LEDPipe):
         overflow: str = "chunk",
         max_length: Optional[int] = None,
         batch_token_budget: int = 16384,
+        global_attention_spans_key: Optional[str] = None,
         label_attr: str = "label",
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -47,6 +48,7 @@ class LEDClassifier(LEDPipe):
             overflow=overflow,
             max_length=max_length,
             batch_token_budget=batch_token_budget,
+            global_attention_spans_key=global_attention_spans_key,
             scorer=scorer,
             labels=list(labels),
             multi_label=multi_label,
@@ -155,3 +157,4 @@ class LEDClassifier(LEDPipe):
             if best is not None and self.cfg["multi_label"] and cats[best] < self.cfg["threshold"]:
                 best = None
             setattr(doc._, attr, best)
+            self._set_global_attention_spans(doc)

@@ -53,6 +53,7 @@ class LEDQuestionAnswerer(LEDPipe):
         max_length: Optional[int] = None,
         chunk_overlap: int = 128,
         batch_token_budget: int = 16384,
+        global_attention_spans_key: Optional[str] = None,
         spans_key: str = "answers",
         scorer: Optional[Callable] = None,
     ) -> None:
@@ -68,6 +69,7 @@ class LEDQuestionAnswerer(LEDPipe):
             overflow=overflow,
             max_length=max_length,
             batch_token_budget=batch_token_budget,
+            global_attention_spans_key=global_attention_spans_key,
             chunk_overlap=chunk_overlap,
             scorer=scorer,
             questions=list(questions),
@@ -229,3 +231,4 @@ class LEDQuestionAnswerer(LEDPipe):
                 mapping[question] = span
             doc.spans[key] = group
             doc._.answers = mapping
+            self._set_global_attention_spans(doc)

@@ -35,6 +35,7 @@ class LEDSummarizer(LEDPipe):
         overflow: str = "chunk",
         max_length: Optional[int] = None,
         batch_token_budget: int = 16384,
+        global_attention_spans_key: Optional[str] = None,
         summary_attr: str = "summary",
         num_beams: Optional[int] = None,
         max_summary_length: Optional[int] = None,
@@ -56,6 +57,7 @@ class LEDSummarizer(LEDPipe):
             overflow=overflow,
             max_length=max_length,
             batch_token_budget=batch_token_budget,
+            global_attention_spans_key=global_attention_spans_key,
             scorer=scorer,
             summary_attr=summary_attr,
             num_beams=num_beams,
@@ -133,3 +135,4 @@ class LEDSummarizer(LEDPipe):
     def set_annotations(self, docs, summaries) -> None:
         for doc, summary in zip(docs, summaries):
             setattr(doc._, self.cfg["summary_attr"], summary)
+            self._set_global_attention_spans(doc)
