@@ -120,9 +120,25 @@ def load_pretrained(
     config: Optional[LEDConfig] = None,
     **config_changes,
 ):
-    """Build ``cls`` from a checkpoint directory (see module docstring for what is checked)."""
+    """Build ``cls`` from a checkpoint directory (see module docstring for what is checked).
+
+    ``config_changes`` override settings of the checkpoint's config as transformers' ``from_pretrained`` keyword
+    arguments do (``num_labels=3``, ``dropout=0.2``); ``torch_dtype`` is transformers' older name for
+    ``dtype``. A keyword that is no setting of the config is an error, as it is in transformers."""
     path = Path(path)
+    if "torch_dtype" in config_changes:
+        torch_dtype = config_changes.pop("torch_dtype")
+        if dtype is not None and dtype != torch_dtype:
+            raise TypeError(f"{cls.__name__}.from_pretrained() got dtype={dtype} and torch_dtype={torch_dtype}: give one.")
+        dtype = torch_dtype
     config = config if config is not None else LEDConfig.from_pretrained(path)
+    unknown = sorted(k for k in config_changes if not config.has_setting(k))
+    if unknown:
+        raise TypeError(
+            f"{cls.__name__}.from_pretrained() got unexpected keyword argument(s) {unknown}: they are neither "
+            f"loading options (dtype, device, config) nor settings of the checkpoint's LEDConfig (its fields, "
+            f"transformers' aliases such as hidden_size, num_labels, label2id, or keys of its config.json)."
+        )
     if config_changes:
         config = config.copy(**config_changes)
     state = read_state_dict(path)

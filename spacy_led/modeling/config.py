@@ -1,9 +1,11 @@
 """LEDConfig: the model's shape, read from and written to HuggingFace's ``config.json``.
 
-A plain dataclass with HuggingFace's field names, so a ``config.json`` written by ``transformers`` loads
-unchanged and one written here loads in ``transformers``. Keys this package does not use (``architectures``,
-``transformers_version``, task-specific settings, ...) are kept in ``extra`` and written back, so a round trip
-loses nothing.
+A dataclass with HuggingFace's field names that takes transformers' keyword arguments, so
+``LEDConfig(**transformers_config.to_dict())``, a ``config.json`` written by ``transformers`` and one written here
+all load unchanged. Keys this package does not use (``architectures``, ``transformers_version``, task-specific
+settings, ...) are kept in ``extra``, readable as attributes and written back, so a round trip loses nothing.
+transformers' alternative names (``hidden_size``, ``num_attention_heads``, ...) and its label settings
+(``num_labels``, ``id2label``, ``label2id``) work as they do there.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ GENERATION_KEYS = (
     "forced_eos_token_id",
 )
 
-# HuggingFace's alternative names for the same settings (``PretrainedConfig.attribute_map``).
+# transformers' alternative names for the same settings (``LEDConfig.attribute_map``), accepted as keyword
+# arguments and attributes.
 ATTRIBUTE_MAP = {
     "num_attention_heads": "encoder_attention_heads",
     "hidden_size": "d_model",
@@ -45,14 +48,21 @@ ATTRIBUTE_MAP = {
     "num_hidden_layers": "encoder_layers",
 }
 
+# Settings that are properties over ``id2label`` rather than fields.
+LABEL_PROPERTIES = ("num_labels", "label2id")
 
-@dataclass
+
+@dataclass(init=False)
 class LEDConfig:
     """The hyper-parameters of an LED model, defaulting to HuggingFace ``LEDConfig()``'s values.
 
     Those defaults describe neither led-base nor led-large: always read a checkpoint's ``config.json``.
     ``attention_window`` is the two-sided window (each token sees ``window // 2`` tokens on either side),
     one value for all layers or one per encoder layer.
+
+    ``id2label`` stays None until labels are given (transformers fills in two generic labels): a checkpoint
+    that names no labels is told apart from one trained on ``LABEL_0``/``LABEL_1``; ``num_labels`` is 2 then,
+    as in transformers. ``label2id`` is always derived from ``id2label``, so the two never disagree.
     """
 
     vocab_size: int = 50265
@@ -85,6 +95,46 @@ class LEDConfig:
     problem_type: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
 
+    def __init__(self, **kwargs: Any) -> None:
+        """Keyword arguments as transformers' ``LEDConfig`` takes them (see the class docstring)."""
+        kwargs = dict(kwargs)
+        model_type = kwargs.pop("model_type", "led")
+        if model_type != "led":
+            raise ValueError(
+                f"config has model_type {model_type!r}, not 'led': this is not an LED checkpoint. "
+                f"spacy-led reads LED checkpoints such as allenai/led-base-16384."
+            )
+        for alias, name in ATTRIBUTE_MAP.items():
+            if alias not in kwargs:
+                continue
+            value = kwargs.pop(alias)
+            if name in kwargs and kwargs[name] != value:
+                raise ValueError(
+                    f"LEDConfig got {alias}={value!r} and {name}={kwargs[name]!r}; {alias} is transformers' other "
+                    f"name for {name}: give one of them."
+                )
+            kwargs[name] = value
+        num_labels = kwargs.pop("num_labels", None)
+        label2id = kwargs.pop("label2id", None)
+        extra = dict(kwargs.pop("extra", None) or {})
+        for f in dataclasses.fields(self):
+            if f.name == "extra":
+                continue
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+            object.__setattr__(self, f.name, kwargs.pop(f.name, default))
+        extra.update(kwargs)
+        object.__setattr__(self, "extra", extra)
+        if self.id2label is None and label2id:
+            self.label2id = label2id
+        if num_labels is not None:
+            if self.id2label is not None and len(self.id2label) != num_labels:
+                raise ValueError(
+                    f"LEDConfig got num_labels={num_labels} and {len(self.id2label)} labels in id2label/label2id: "
+                    f"give the labels, or only their number."
+                )
+            self.num_labels = num_labels
+        self.__post_init__()
+
     def __post_init__(self) -> None:
         if isinstance(self.attention_window, int):
             self.attention_window = [self.attention_window] * self.encoder_layers
@@ -108,22 +158,48 @@ class LEDConfig:
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
 
-    # ---- conveniences with HuggingFace's names --------------------------------------------------------
+    # ---- transformers' attribute access: aliases, kept keys ----------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        """Only called for names that are not fields or properties: aliases, then keys kept in ``extra``."""
+        if name in ATTRIBUTE_MAP:
+            return getattr(self, ATTRIBUTE_MAP[name])
+        extra = self.__dict__.get("extra")
+        if extra is not None and not name.startswith("__") and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no setting {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Aliases set their field; a name that is neither a field nor a property is kept in ``extra`` (and
+        saved), as transformers keeps any attribute set on a config."""
+        name = ATTRIBUTE_MAP.get(name, name)
+        if name in _FIELD_NAMES or isinstance(getattr(type(self), name, None), property):
+            object.__setattr__(self, name, value)
+        else:
+            self.extra[name] = value
+
+    def has_setting(self, name: str) -> bool:
+        """Whether ``name`` is a setting of this config (transformers' ``hasattr(config, name)`` test that decides
+        which ``from_pretrained`` keyword arguments override the config)."""
+        return name in _FIELD_NAMES or name in ATTRIBUTE_MAP or name in LABEL_PROPERTIES or name in self.extra
+
+    # ---- labels, as transformers derives them ----------------------------------------------------------
     @property
     def num_labels(self) -> int:
         return len(self.id2label) if self.id2label else 2
 
     @num_labels.setter
     def num_labels(self, value: int) -> None:
-        self.id2label = {i: f"LABEL_{i}" for i in range(int(value))}
+        """Generic labels ``LABEL_0..`` for a new count; the current labels when the count is unchanged."""
+        if self.id2label is None or len(self.id2label) != int(value):
+            self.id2label = {i: f"LABEL_{i}" for i in range(int(value))}
 
     @property
     def label2id(self) -> Dict[str, int]:
         return {label: i for i, label in (self.id2label or {}).items()}
 
-    @property
-    def hidden_size(self) -> int:
-        return self.d_model
+    @label2id.setter
+    def label2id(self, value: Dict[str, int]) -> None:
+        self.id2label = {int(i): str(label) for label, i in value.items()}
 
     @property
     def generation_defaults(self) -> Dict[str, Any]:
@@ -134,29 +210,10 @@ class LEDConfig:
 
     # ---- dict / JSON --------------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "LEDConfig":
-        data = dict(data)
-        model_type = data.pop("model_type", "led")
-        if model_type != "led":
-            raise ValueError(
-                f"config has model_type {model_type!r}, not 'led': this is not an LED checkpoint. "
-                f"spacy-led reads LED checkpoints such as allenai/led-base-16384."
-            )
-        for alias, name in ATTRIBUTE_MAP.items():
-            if alias in data and name not in data:
-                data[name] = data.pop(alias)
-            else:
-                data.pop(alias, None)
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        kwargs = {k: data.pop(k) for k in list(data) if k in names}
-        label2id = data.pop("label2id", None)
-        num_labels = data.pop("num_labels", None)
-        if kwargs.get("id2label") is None and label2id:
-            kwargs["id2label"] = {int(i): label for label, i in label2id.items()}
-        config = cls(**kwargs, extra=data)
-        if config.id2label is None and num_labels is not None:
-            config.num_labels = num_labels
-        return config
+    def from_dict(cls, data: Dict[str, Any], **overrides: Any) -> "LEDConfig":
+        """A config from a ``config.json`` dictionary; ``overrides`` change settings as in :meth:`copy`."""
+        config = cls(**data)
+        return config.copy(**overrides) if overrides else config
 
     def to_dict(self) -> Dict[str, Any]:
         data = copy.deepcopy(self.extra)
@@ -170,14 +227,13 @@ class LEDConfig:
         else:
             data["id2label"] = {str(k): v for k, v in self.id2label.items()}
             data["label2id"] = self.label2id
-        if self.problem_type is None:
-            data.pop("problem_type")
         data["model_type"] = "led"
         return data
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path]) -> "LEDConfig":
-        """Read ``config.json`` (and ``generation_config.json`` if present) from a checkpoint directory."""
+    def from_pretrained(cls, path: Union[str, Path], **overrides: Any) -> "LEDConfig":
+        """Read ``config.json`` (and ``generation_config.json`` if present) from a checkpoint directory;
+        ``overrides`` change settings as in :meth:`copy` (``LEDConfig.from_pretrained(path, num_labels=3)``)."""
         path = Path(path)
         config_file = path / CONFIG_NAME if path.is_dir() else path
         if not path.exists():
@@ -198,7 +254,7 @@ class LEDConfig:
         if generation_file.is_file():
             generation = json.loads(generation_file.read_text(encoding="utf-8"))
             config.extra["_generation_config"] = {k: v for k, v in generation.items() if k in GENERATION_KEYS}
-        return config
+        return config.copy(**overrides) if overrides else config
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
         path = Path(path)
@@ -209,8 +265,19 @@ class LEDConfig:
             (path / GENERATION_CONFIG_NAME).write_text(json.dumps(generation, indent=2) + "\n", "utf-8")
 
     def copy(self, **changes: Any) -> "LEDConfig":
+        """A validated copy with ``changes`` applied as attributes, the way transformers' ``from_pretrained``
+        applies its keyword arguments: only settings this config has (see :meth:`has_setting`)."""
+        unknown = sorted(k for k in changes if not self.has_setting(k))
+        if unknown:
+            raise TypeError(
+                f"{unknown} {'is not a setting' if len(unknown) == 1 else 'are not settings'} of this LEDConfig: "
+                f"settings are its fields ({', '.join(sorted(_FIELD_NAMES - {'extra'}))}), transformers' other "
+                f"names for them ({', '.join(ATTRIBUTE_MAP)}), num_labels, label2id, and the keys of its config.json."
+            )
         config = copy.deepcopy(self)
         for key, value in changes.items():
             setattr(config, key, value)
         config.__post_init__()
         return config
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(LEDConfig))
