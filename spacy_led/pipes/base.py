@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
@@ -23,11 +22,13 @@ from thinc.api import Model
 
 from .. import layers
 from ..global_attention import GlobalAttention, global_mask_for_pieces, to_global_attention
+from .windows import OVERFLOW_MODES, DocumentTooLong, Encoded, Window, WindowLimits, batches, cut, padded
 
 logger = logging.getLogger("spacy_led")
 
-OVERFLOW_MODES = ("chunk", "truncate", "error")
 GLOBAL_ATTENTION_LABEL = "GLOBAL"
+
+__all__ = ["LEDPipe", "DocumentTooLong", "OVERFLOW_MODES", "Window"]
 
 
 def _one_torch_thread_after_fork() -> None:
@@ -41,36 +42,6 @@ def _one_torch_thread_after_fork() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
-
-
-class DocumentTooLong(ValueError):
-    """A document longer than the model reads, with ``overflow="error"``."""
-
-
-@dataclass
-class Window:
-    """One model input cut from a Doc: ``ids`` with special tokens, and where the Doc's pieces sit in it."""
-
-    doc_index: int
-    ids: List[int]
-    global_mask: List[int]
-    content_start: int  # index in ids of the first document piece
-    offsets: List[Tuple[int, int]]  # character offsets (in doc.text) of the document pieces, in order
-    extra: Dict[str, Any] = field(default_factory=dict)  # task data (e.g. the question of a QA window)
-    piece_start: int = 0  # index of the window's first document piece in the whole document
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-@dataclass
-class Encoded:
-    """A Doc's tokenization, computed once and shared by every window cut from it."""
-
-    ids: List[int]  # document pieces, no special tokens
-    offsets: List[Tuple[int, int]]
-    global_mask: List[int]  # per document piece
-    bos_global: bool
 
 
 class LEDPipe(TrainablePipe):
@@ -174,90 +145,30 @@ class LEDPipe(TrainablePipe):
         )
         return Encoded(list(encoding.ids), list(encoding.offsets), mask, attention.bos)
 
+    def _window_limits(self) -> WindowLimits:
+        tok = self.tokenizer
+        return WindowLimits(self.max_input_length, self.cfg["overflow"], int(self.cfg["chunk_overlap"]),
+                            tok.bos_token_id, tok.eos_token_id)
+
     def _cut(
         self,
         doc_index: int,
-        doc: Doc,
         encoded: Encoded,
         prefix: Sequence[int] = (),
         prefix_global: Sequence[int] = (),
         extra: Optional[Dict[str, Any]] = None,
     ) -> List[Window]:
-        """Windows of ``<s> prefix document-part </s>`` that fit the model, following ``overflow``.
-
-        ``prefix`` are ids placed before the document pieces (a QA question with its separators)."""
-        tok = self.tokenizer
-        room = self.max_input_length - 2 - len(prefix)
-        if room < 1:
-            raise DocumentTooLong(
-                f"the question takes {len(prefix)} pieces and leaves no room for the document in "
-                f"{self.max_input_length} positions: shorten the question."
-            )
-        total = len(encoded.ids)
-        starts = [0]
-        if total > room:
-            mode = self.cfg["overflow"]
-            if mode == "error":
-                raise DocumentTooLong(
-                    f"document {doc_index} has {total} BPE pieces but component '{self.name}' reads at most "
-                    f"{room} per input (max positions {self.max_input_length}): set overflow='chunk' to process "
-                    f"it in windows, or overflow='truncate' to cut it."
-                )
-            if mode == "truncate":
-                logger.warning(
-                    "%s: document %d has %d BPE pieces; truncated to %d, %d pieces (from character %d on) dropped.",
-                    self.name, doc_index, total, room, total - room, encoded.offsets[room][0],
-                )
-            else:
-                step = max(1, room - int(self.cfg["chunk_overlap"]))
-                starts = list(range(0, max(total - room, 0) + step, step))
-                starts = [s for s in starts if s < total]
-                if starts[-1] + room < total:
-                    starts.append(total - room)
-        windows = []
-        for start in starts:
-            end = min(start + room, total)
-            ids = [tok.bos_token_id, *prefix, *encoded.ids[start:end], tok.eos_token_id]
-            glob = [1 if encoded.bos_global else 0, *prefix_global, *encoded.global_mask[start:end], 0]
-            windows.append(
-                Window(doc_index, ids, glob, 1 + len(prefix), encoded.offsets[start:end], dict(extra or {}), start)
-            )
-        return windows
+        """The Doc's windows under this pipe's limits (see ``windows.cut``)."""
+        return cut(doc_index, encoded, self._window_limits(), prefix=prefix, prefix_global=prefix_global,
+                   extra=extra, source=f"component '{self.name}'")
 
     def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
         """The windows of one Doc (tasks may override, e.g. one set per question)."""
-        return self._cut(doc_index, doc, self._encode_doc(doc))
-
-    # ---- batching ---------------------------------------------------------------------------------------
-    def _batches(self, windows: List[Window]) -> Iterator[List[Window]]:
-        """Length-sorted batches whose padded size stays under ``batch_token_budget`` (a single window longer
-        than the budget gets a batch of its own)."""
-        budget = int(self.cfg["batch_token_budget"])
-        order = sorted(windows, key=len)
-        batch: List[Window] = []
-        for window in order:
-            if batch and (len(batch) + 1) * len(window) > budget:
-                yield batch
-                batch = []
-            batch.append(window)
-        if batch:
-            yield batch
+        return self._cut(doc_index, self._encode_doc(doc))
 
     def _tensors(self, windows: Sequence[Window]) -> Dict[str, Any]:
-        import torch
-
-        length = max(len(w) for w in windows)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(windows), length), pad, dtype=torch.long)
-        mask = torch.zeros((len(windows), length), dtype=torch.long)
-        glob = torch.zeros((len(windows), length), dtype=torch.long)
-        for row, window in enumerate(windows):
-            n = len(window)
-            ids[row, :n] = torch.tensor(window.ids)
-            mask[row, :n] = 1
-            glob[row, :n] = torch.tensor(window.global_mask)
         device = self.module.device
-        return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "global_attention_mask": glob.to(device)}
+        return {k: v.to(device) for k, v in padded(windows, self.tokenizer.pad_token_id).items()}
 
     # ---- prediction -------------------------------------------------------------------------------------
     def predict(self, docs: Iterable[Doc]) -> List[Any]:
@@ -283,7 +194,7 @@ class LEDPipe(TrainablePipe):
         module = self.module
         module.eval()
         with torch.no_grad():
-            for batch in self._batches(windows):
+            for batch in batches(windows, int(self.cfg["batch_token_budget"])):
                 for window, output in zip(batch, self._run_batch(batch)):
                     outputs[id(window)] = output
         return [outputs[id(w)] for w in windows]

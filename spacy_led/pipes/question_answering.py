@@ -100,7 +100,7 @@ class LEDQuestionAnswerer(LEDPipe):
         if not q_ids:
             return []
         prefix = [*q_ids, tok.eos_token_id, tok.eos_token_id]
-        windows = self._cut(doc_index, doc, encoded, prefix, [1] * len(q_ids) + [0, 0],
+        windows = self._cut(doc_index, encoded, prefix, [1] * len(q_ids) + [0, 0],
                             extra={"question": question, "exclude": exclude})
         for window in windows:
             window.global_mask[0] = 1
