@@ -247,7 +247,12 @@ class LEDEncoderSelfAttention(nn.Module):
         if n_global * heads < d_model:  # folded projections (see module docstring)
             w_k = self.key_global.weight.view(heads, head_dim, d_model)
             q_folded = torch.einsum("bghe,hed->bhgd", q, w_k).reshape(batch, heads * n_global, d_model)
-            scores = torch.bmm(q_folded, hidden_states.transpose(1, 2)) + key_mask  # (B, H*G, L)
+            # q·bk is one constant per row and cancels in the softmax; it is added all the same so that
+            # key_global.bias gets the reference's (zero) gradient rather than None, which DDP's gradient
+            # reducer and optimizers' weight decay rely on.
+            key_bias = torch.einsum("bghe,he->bhg", q, self.key_global.bias.view(heads, head_dim))
+            key_bias = key_bias.reshape(batch, heads * n_global, 1)
+            scores = torch.baddbmm(key_bias, q_folded, hidden_states.transpose(1, 2)) + key_mask  # (B, H*G, L)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(hidden_states.dtype)
             context = torch.bmm(F.dropout(probs, dropout, self.training), hidden_states)  # (B, H*G, d)
             w_v = self.value_global.weight.view(heads, head_dim, d_model)

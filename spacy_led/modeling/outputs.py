@@ -9,9 +9,23 @@ from dataclasses import dataclass, fields
 from typing import Any, Optional, Tuple
 
 import torch
+import torch.utils._pytree as pytree
 
 
 class ModelOutput:
+    def __init_subclass__(cls, **kwargs):
+        """Make every output a pytree node, as transformers' outputs are: ``DistributedDataParallel`` finds the
+        output tensors through torch's pytree to queue its gradient all-reduce (``static_graph``) and to route
+        unused outputs (``find_unused_parameters``); an unregistered output is an opaque leaf to it, and the
+        gradients of the first ``static_graph`` step would never be averaged."""
+        super().__init_subclass__(**kwargs)
+        pytree.register_pytree_node(
+            cls,
+            lambda output: ([getattr(output, f.name) for f in fields(output)], [f.name for f in fields(output)]),
+            lambda values, _names: cls(*values),
+            serialized_type_name=f"{cls.__module__}.{cls.__qualname__}",
+        )
+
     def to_tuple(self) -> Tuple[Any, ...]:
         return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
 
