@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import pickle
 import random
-import time
 
 import pytest
 import spacy
@@ -421,15 +420,11 @@ def test_mask_scales_to_16k_pieces_and_thousands_of_spans():
     assert len(spans) == n_spans
     attention = GlobalAttention()
     attention.char_spans = spans  # after validation, so the spy sees only what the mask computation does
-    elapsed = []
-    for _ in range(3):
-        begin = time.perf_counter()
-        mask = global_mask_for_pieces(attention, offsets, special)
-        elapsed.append(time.perf_counter() - begin)
+    mask = global_mask_for_pieces(attention, offsets, special)
     assert mask == [int(i % 8 == 0) for i in range(n_pieces)]
-    # One pass over the spans per call, not one per piece (that would be 16384 x 2048 items).
-    assert spans.handed_out <= 3 * 2 * n_spans
-    assert min(elapsed) < 1.0  # milliseconds in practice; a quadratic scan takes tens of seconds
+    # One pass over the spans per call, not one per piece (that would be 16384 x 2048 items); the time it
+    # takes is measured by benchmarks/bench_global_mask.py.
+    assert spans.handed_out <= 2 * n_spans
 
 
 # ----------------------------------------------------------------------------------------- registry
