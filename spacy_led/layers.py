@@ -13,6 +13,7 @@ ever crosses into numpy.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Dict, List, Union
 
 from spacy.util import registry
@@ -178,6 +179,61 @@ def _install(model: Model, module) -> None:
     module.to(device)
     model.shims[:] = [shim]
     model.attrs["led_config"] = module.config.to_dict()
+
+
+# What a checkpoint's config.json `architectures` may name for a task, and the weights of the task's own head.
+TASK_ARCHITECTURES = {
+    "generation": ("LEDForConditionalGeneration", "LEDModel"),
+    "classification": ("LEDForSequenceClassification",),
+    "question_answering": ("LEDForQuestionAnswering",),
+}
+TASK_HEAD_PREFIXES = {"classification": "classification_head.", "question_answering": "qa_outputs."}
+_TASK_NEEDS = {
+    "generation": "an LED trained to generate text (LEDForConditionalGeneration, e.g. allenai/led-base-16384)",
+    "classification": "a classification head (classification_head.* weights, LEDForSequenceClassification)",
+    "question_answering": "a question-answering head (qa_outputs.* weights, LEDForQuestionAnswering)",
+}
+
+
+def check_checkpoint_task(task: str, path: str, *, component: str, new_head: bool, **config_changes) -> None:
+    """Raise ``CheckpointError`` when the checkpoint at ``path`` cannot do ``task``, naming what it holds and
+    what the component needs. A checkpoint made for another head never generates text. A classification or
+    QA head missing from the checkpoint (or one for another number of labels) is acceptable only with
+    ``new_head`` (training creates it); otherwise it would be random. Only ``config.json`` is read, and the
+    weights' names (not the weights) when the head matters. A checkpoint that is not a local directory yet
+    is left to the loader (which says what is missing)."""
+    from .modeling import LEDConfig
+    from .modeling.checkpoint import CheckpointError, weight_names
+
+    directory = Path(path).expanduser()
+    if not directory.is_dir() or (new_head and task != "generation"):
+        return
+    config = LEDConfig.from_pretrained(directory)
+    architectures = list(config.extra.get("architectures") or [])
+    holds = f"holds {'/'.join(architectures) if architectures else 'an LED'}"
+    if task == "generation":
+        if architectures and not set(architectures) & set(TASK_ARCHITECTURES["generation"]):
+            raise CheckpointError(
+                f"component '{component}' needs {_TASK_NEEDS[task]}, but checkpoint {path} {holds}, fine-tuned "
+                f"for another task: its decoder was not trained to write text. Use a generation checkpoint."
+            )
+        return
+    prefix = TASK_HEAD_PREFIXES[task]
+    head = [name for name in weight_names(directory) if name.startswith(prefix)]
+    if not head:
+        raise CheckpointError(
+            f"component '{component}' needs {_TASK_NEEDS[task]} to predict, but checkpoint {path} {holds} "
+            f"without one. Train the head first (nlp.initialize() then `spacy train`, which creates it), or "
+            f"use a checkpoint fine-tuned for this task."
+        )
+    wanted = config_changes.get("id2label")
+    if task == "classification" and wanted is not None and len(wanted) != config.num_labels:
+        raise CheckpointError(
+            f"component '{component}' is configured with {len(wanted)} labels {list(wanted.values())}, but the "
+            f"classification head of checkpoint {path} has {config.num_labels} "
+            f"({list((config.id2label or {}).values())}): leave `labels` out to use the checkpoint's, or train a "
+            f"new head for yours (nlp.initialize() then `spacy train`)."
+        )
 
 
 def load_checkpoint(model: Model, path: str, **config_changes) -> None:

@@ -69,6 +69,7 @@ def test_overflow_modes(summarizer_checkpoint, caplog):
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "max_length": 40,
                                                   "num_beams": 1, "max_summary_length": 8, "overflow": "error"})
+    pipe.load()
     n_pieces = len(pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False).ids)
     assert n_pieces > 3 * 38
     with pytest.raises(DocumentTooLong, match=rf"{n_pieces} BPE pieces .* at most 38"):
@@ -129,8 +130,8 @@ def test_pipe_without_model_says_what_to_do():
 def test_classifier_scores_equal_the_head(classifier_checkpoint):
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("led_classifier", config={"checkpoint": str(classifier_checkpoint)})
-    assert pipe.labels == ("science", "sports", "law")
     docs = list(nlp.pipe(TEXTS[:3]))
+    assert pipe.labels == ("science", "sports", "law")  # read from the checkpoint by the first batch
     for doc, text in zip(docs, TEXTS[:3]):
         ids = torch.tensor([pipe.tokenizer.encode(text).ids])
         glob = torch.zeros_like(ids)
@@ -144,13 +145,30 @@ def test_classifier_scores_equal_the_head(classifier_checkpoint):
 
 
 def test_classifier_reads_documents_longer_than_the_decoder(classifier_checkpoint):
-    """The decoder has 64 positions; a document of a few hundred pieces is still classified, whole."""
+    """The decoder has 64 positions; a document of a few hundred pieces is still classified, whole: the
+    decoder runs over segments of 64 positions, positions restarting, each cross-attending the whole encoder
+    output, and the head reads the state at the last </s>. Computed here step by step from the modules."""
     nlp = spacy.blank("en")
     pipe = nlp.add_pipe("led_classifier", config={"checkpoint": str(classifier_checkpoint), "overflow": "error"})
+    pipe.load()
     text = LONG_TEXT * 2
-    assert len(pipe.tokenizer.encode(text).ids) > 64 * 3
+    ids = torch.tensor([pipe.tokenizer.encode(text).ids])  # <s> pieces </s>: one input, nothing cut
+    length, limit = ids.shape[1], pipe.module.config.max_decoder_position_embeddings
+    assert limit == 64 and length > 3 * limit
+    glob = torch.zeros_like(ids)
+    glob[0, 0] = 1
+    led = pipe.module.led
+    with torch.no_grad():
+        encoded = led.encoder(input_ids=ids, attention_mask=torch.ones_like(ids), global_attention_mask=glob)
+        decoder_ids = torch.cat([torch.tensor([[pipe.module.config.decoder_start_token_id]]), ids[:, :-1]], dim=1)
+        last_segment = (length - 1) // limit * limit  # the segment holding the last </s>, decoded alone
+        states = led.decoder(decoder_ids[:, last_segment:], encoded.last_hidden_state,
+                             encoder_attention_mask=torch.ones_like(ids)).last_hidden_state
+        logits = pipe.module.classification_head(states[0, length - 1 - last_segment])
+    expected = torch.softmax(logits, -1)
     cats = nlp(text).cats
-    assert abs(sum(cats.values()) - 1) < 1e-5
+    assert list(cats) == ["science", "sports", "law"]
+    assert torch.allclose(torch.tensor(list(cats.values())), expected, atol=1e-5)
 
 
 # ---- question answering -------------------------------------------------------------------------------
@@ -250,3 +268,144 @@ def test_saved_pipeline_loads_without_the_checkpoint_it_was_made_from(summarizer
     missing.add_pipe("led_summarizer", config={"checkpoint": str(source)})
     with pytest.raises(FileNotFoundError, match="does not exist"):
         missing(TEXTS[0])
+
+
+# ---- loading, checkpoint checks, batches with failures ----------------------------------------------------
+
+
+def test_reading_the_pipe_loads_nothing_until_load(classifier_checkpoint):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("led_classifier", config={"checkpoint": str(classifier_checkpoint)})
+    assert pipe.tokenizer is None and pipe.labels == ()
+    with pytest.raises(ValueError, match=r"has not read its checkpoint .* call its load\(\)"):
+        pipe.max_input_length
+    assert pipe.tokenizer is None  # the failed getter did not load either
+    pipe.load()
+    assert pipe.labels == ("science", "sports", "law") and pipe.max_input_length == 512
+    module = pipe.module
+    pipe.load()
+    assert pipe.module is module  # loaded once
+
+
+def test_a_summarizer_on_a_classification_checkpoint_fails_at_add_pipe(classifier_checkpoint):
+    from spacy_led.modeling.checkpoint import CheckpointError
+
+    nlp = spacy.blank("en")
+    with pytest.raises(CheckpointError, match=rf"'led_summarizer' needs an LED trained to generate text.*"
+                                              rf"{classifier_checkpoint} holds LEDForSequenceClassification"):
+        nlp.add_pipe("led_summarizer", config={"checkpoint": str(classifier_checkpoint)})
+
+
+@pytest.mark.parametrize("factory, head", [("led_classifier", "classification head"), ("led_qa", "question-answering head")])
+def test_a_head_missing_from_the_checkpoint_fails_before_predicting_and_is_created_by_initialize(
+    summarizer_checkpoint, factory, head
+):
+    from spacy.training import Example
+
+    from spacy_led.modeling.checkpoint import CheckpointError
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe(factory, config={"checkpoint": str(summarizer_checkpoint), "questions": ["Who?"]}
+                        if factory == "led_qa" else {"checkpoint": str(summarizer_checkpoint)})
+    with pytest.raises(CheckpointError, match=rf"needs a {head} .* {summarizer_checkpoint} holds "
+                                              rf"LEDForConditionalGeneration without one"):
+        nlp(TEXTS[0])
+    reference = nlp.make_doc(TEXTS[0])
+    reference.cats = {"legal": 1.0, "other": 0.0}
+    nlp.initialize(lambda: [Example(nlp.make_doc(TEXTS[0]), reference)])  # fine-tuning: a fresh head
+    doc = nlp(TEXTS[0])
+    if factory == "led_classifier":
+        assert pipe.labels == ("legal", "other") and set(doc.cats) == {"legal", "other"}
+    else:
+        assert list(doc._.answers) == ["Who?"]
+
+
+def test_a_classifier_configured_with_other_labels_than_its_checkpoint_head_says_so(classifier_checkpoint):
+    from spacy_led.modeling.checkpoint import CheckpointError
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("led_classifier", config={"checkpoint": str(classifier_checkpoint), "labels": ["a", "b"]})
+    with pytest.raises(CheckpointError, match=r"2 labels \['a', 'b'\].* has 3 \(\['science', 'sports', 'law'\]\)"):
+        nlp(TEXTS[0])
+
+
+def test_a_document_failing_before_the_model_leaves_the_batch_one_model_pass(summarizer_checkpoint, monkeypatch):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "max_length": 60,
+                                                  "overflow": "error", "num_beams": 1, "max_summary_length": 8})
+    expected = [nlp(text)._.summary for text in TEXTS[:3]]
+    calls = []
+    run_batch = pipe._run_batch
+    monkeypatch.setattr(pipe, "_run_batch", lambda windows: calls.append(len(windows)) or run_batch(windows))
+    failures = []
+    nlp.set_error_handler(lambda name, proc, docs, err: failures.append((docs[0].text, type(err))))
+    docs = list(nlp.pipe([TEXTS[0], LONG_TEXT, TEXTS[1], TEXTS[2]], batch_size=4))
+    assert failures == [(LONG_TEXT, DocumentTooLong)]
+    assert calls == [3]  # the three other documents in one model batch, not one by one
+    assert [d._.summary for d in docs] == [expected[0], None, expected[1], expected[2]]
+
+
+def test_a_model_error_falls_back_to_one_document_at_a_time(summarizer_checkpoint, monkeypatch):
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "num_beams": 1,
+                                                  "max_summary_length": 8})
+    expected = [nlp(text)._.summary for text in TEXTS[:3]]
+    run_batch = pipe._run_batch
+
+    def fails_on_the_second_document(windows):
+        if any(w.doc_index == 1 for w in windows):
+            raise RuntimeError("model failed")
+        return run_batch(windows)
+
+    monkeypatch.setattr(pipe, "_run_batch", fails_on_the_second_document)
+    failures = []
+    nlp.set_error_handler(lambda name, proc, docs, err: failures.append((docs[0].text, str(err))))
+    docs = list(nlp.pipe(TEXTS[:3], batch_size=3))
+    assert failures == [(TEXTS[1], "model failed")]
+    assert [d._.summary for d in docs] == [expected[0], None, expected[2]]
+
+
+IMPORT_THEN_FORK = """
+import os, torch
+torch.set_num_threads(3)
+import spacy, spacy_led.pipes.base, spacy_led.pipes.summarizer
+nlp = spacy.blank("en")
+pid = os.fork()
+if pid == 0:
+    os._exit(torch.get_num_threads())
+print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"""
+
+
+def test_importing_the_package_leaves_forked_processes_alone():
+    """No fork hook at import: a child forked by the user's own code keeps the parent's torch threads."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", IMPORT_THEN_FORK], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "3"
+
+
+def test_n_process_workers_use_one_torch_thread(summarizer_checkpoint):
+    from spacy.language import Language
+
+    if not Language.has_factory("test_record_torch_threads"):
+        @Language.component("test_record_torch_threads")
+        def record_torch_threads(doc):
+            doc.user_data["torch_threads"] = torch.get_num_threads()
+            return doc
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "num_beams": 1,
+                                           "max_summary_length": 6})
+    nlp.add_pipe("test_record_torch_threads")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        docs = list(nlp.pipe(TEXTS[:4], n_process=2, batch_size=2))
+        assert [d.user_data["torch_threads"] for d in docs] == [1, 1, 1, 1]
+        assert all(d._.summary for d in docs)
+        assert nlp(TEXTS[0]).user_data["torch_threads"] == 2  # the parent keeps its setting
+    finally:
+        torch.set_num_threads(threads)

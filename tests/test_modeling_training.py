@@ -83,3 +83,25 @@ def test_too_long_input_names_length_and_limit(model):
     ids = torch.full((1, TINY["max_encoder_position_embeddings"] + 1), 5)
     with pytest.raises(ValueError, match=r"4097 tokens but the model has only 4096 positions"):
         model(input_ids=ids)
+
+
+def test_set_labels_gives_a_fresh_head_for_other_labels_and_keeps_the_rest():
+    from spacy_led.modeling import LEDForSequenceClassification
+
+    torch.manual_seed(0)
+    model = LEDForSequenceClassification(LEDConfig(**TINY, id2label={0: "a", 1: "b", 2: "c"})).eval()
+    head, encoder_weight = model.classification_head, model.led.encoder.layers[0].fc1.weight.detach().clone()
+    model.set_labels(["a", "b", "c"], problem_type="multi_label_classification")
+    assert model.classification_head is head  # same labels: the trained head stays
+    assert model.config.problem_type == "multi_label_classification"
+    model.set_labels(["x", "y"])
+    assert model.config.id2label == {0: "x", 1: "y"} and model.config.num_labels == 2
+    assert model.classification_head is not head
+    assert model.classification_head.out_proj.weight.shape == (2, TINY["d_model"])
+    assert float(model.classification_head.out_proj.weight.detach().std()) == pytest.approx(TINY["init_std"], rel=0.3)
+    assert torch.equal(model.led.encoder.layers[0].fc1.weight, encoder_weight)
+    ids, mask, glob = make_batch()
+    with torch.no_grad():
+        assert model(input_ids=ids, attention_mask=mask, global_attention_mask=glob).logits.shape == (3, 2)
+    with pytest.raises(ValueError, match="at least one label"):
+        model.set_labels([])

@@ -234,3 +234,26 @@ def save_pretrained(model: nn.Module, path: Union[str, Path]) -> None:
         if aliases[name] == name
     }
     save_file(tensors, str(path / SAFE_WEIGHTS_NAME), metadata={"format": "pt"})
+
+
+def weight_names(path: Union[str, Path]) -> Set[str]:
+    """The tensor names a checkpoint directory holds, to tell what it contains before loading it: read from the
+    safetensors headers; ``pytorch_model.bin`` files are memory-mapped where their format allows."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    kind, files = _weight_files(path)
+    names: Set[str] = set()
+    for file in files:
+        try:
+            if kind == "safetensors":
+                with safe_open(str(file), framework="pt") as handle:
+                    names.update(handle.keys())
+            else:
+                try:
+                    names.update(torch.load(file, map_location="cpu", weights_only=True, mmap=True))
+                except RuntimeError:  # the legacy (pre-zip) format cannot be memory-mapped
+                    names.update(torch.load(file, map_location="cpu", weights_only=True))
+        except Exception as err:  # corrupt or foreign files: say which one
+            raise CheckpointError(f"could not read weights from {file}: {err}") from err
+    return names

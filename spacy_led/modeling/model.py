@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -689,6 +689,22 @@ class LEDForSequenceClassification(LEDPreTrainedModel):
         logits = self.classification_head(pooled)
         loss = None if labels is None else self.classification_loss(logits, labels)
         return Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(outputs))
+
+    def set_labels(self, labels: Sequence[str], problem_type: Optional[str] = None) -> None:
+        """Classify into ``labels`` (index i is ``labels[i]``): ``id2label`` follows, and a new, freshly
+        initialised head replaces the old one when the labels differ (fine-tuning on another label set; the
+        rest of the model is kept). ``problem_type`` (e.g. ``"multi_label_classification"``) is set if given."""
+        if problem_type is not None:
+            self.config.problem_type = problem_type
+        id2label = dict(enumerate(str(label) for label in labels))
+        if not id2label:
+            raise ValueError("set_labels needs at least one label.")
+        if self.config.id2label == id2label:
+            return
+        self.config.id2label = id2label
+        head = LEDClassificationHead(self.config.d_model, len(id2label), self.config.classifier_dropout)
+        head.apply(self._init_weights)
+        self.classification_head = head.to(device=self.device, dtype=self.dtype)
 
     def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """transformers' rule: regression for one label, cross-entropy for integer labels, else multi-label BCE."""

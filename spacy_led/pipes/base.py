@@ -1,5 +1,7 @@
-"""What the three LED components share: tokenizing Docs into model windows, long-document handling, batching
-by length under a token budget, per-document error isolation, and serialization.
+"""What the three LED components share: reading the checkpoint (``load()``, one explicit step), tokenizing
+Docs, running the model over windows, per-document error isolation, training plumbing and serialization. How
+documents are cut into windows and batched is ``windows.py``; what each component is configured with is
+``settings.py``.
 
 Data flows one way: Doc -> global-attention strategy (character ranges of the Doc) -> tokenizer (BPE ids with
 character offsets) -> windows that fit the model -> length-sorted batches -> the Thinc-wrapped torch LED ->
@@ -10,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import srsly
 from spacy import util
@@ -22,6 +25,7 @@ from thinc.api import Model
 
 from .. import layers
 from ..global_attention import GlobalAttention, global_mask_for_pieces, to_global_attention
+from .settings import PipeSettings
 from .windows import OVERFLOW_MODES, DocumentTooLong, Encoded, Window, WindowLimits, batches, cut, padded
 
 logger = logging.getLogger("spacy_led")
@@ -31,23 +35,28 @@ GLOBAL_ATTENTION_LABEL = "GLOBAL"
 __all__ = ["LEDPipe", "DocumentTooLong", "OVERFLOW_MODES", "Window"]
 
 
-def _one_torch_thread_after_fork() -> None:
-    """``nlp.pipe(n_process=N)`` forks workers. GNU OpenMP, which torch's CPU kernels use, hangs in a forked
-    child once the parent has used its thread pool; with one intra-op thread torch never enters it. N workers
-    of one thread each is also what N processes on N cores want."""
-    import torch
-
-    torch.set_num_threads(1)
+_ONE_THREAD_PIDS: Set[int] = set()  # processes where _one_torch_thread_in_worker_process acted
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_one_torch_thread_after_fork)
+def _one_torch_thread_in_worker_process(owner_pid: int) -> None:
+    """Use one torch thread in a process other than the one that built the pipe: the workers of
+    ``nlp.pipe(n_process=N)``. GNU OpenMP, which torch's CPU kernels use, hangs in a forked child once the
+    parent has used its thread pool; with one intra-op thread, set before the child's first torch operation,
+    torch never enters it. N workers of one thread each is also what N processes on N cores want. The
+    process that built the pipe keeps its own setting."""
+    pid = os.getpid()
+    if pid != owner_pid and pid not in _ONE_THREAD_PIDS:
+        import torch
+
+        torch.set_num_threads(1)
+        _ONE_THREAD_PIDS.add(pid)
 
 
 class LEDPipe(TrainablePipe):
     """Base class of ``led_summarizer``, ``led_classifier`` and ``led_qa``."""
 
     task = "generation"
+    settings_class = PipeSettings  # each task's settings (settings.py): its cfg
 
     def __init__(
         self,
@@ -55,44 +64,47 @@ class LEDPipe(TrainablePipe):
         model: Model,
         name: str,
         *,
-        checkpoint: Optional[str],
+        checkpoint: Optional[str] = None,
         global_attention: Callable[[Doc], Any],
-        overflow: str,
-        max_length: Optional[int],
-        batch_token_budget: int,
-        chunk_overlap: int = 0,
-        global_attention_spans_key: Optional[str] = None,
         scorer: Optional[Callable] = None,
-        **cfg: Any,
+        **settings: Any,
     ) -> None:
-        if overflow not in OVERFLOW_MODES:
-            raise ValueError(f"overflow={overflow!r} is not one of {OVERFLOW_MODES}.")
-        if batch_token_budget < 1:
-            raise ValueError(f"batch_token_budget must be positive; got {batch_token_budget}.")
         self.vocab = vocab
         self.model = model
         self.name = name
         self.global_attention = global_attention
         self.scorer = scorer
-        self._tokenizer = None
-        # Loaded on first use, not here: `spacy.load` builds the pipe from its config (which still names the
+        self.cfg: Dict[str, Any] = asdict(self.settings_class(**settings))
+        self.tokenizer = None
+        self._owner_pid = os.getpid()
+        # Read by `load()`, not here: `spacy.load` builds the pipe from its config (which still names the
         # checkpoint it was made from) and then reads the saved weights; the checkpoint need not exist there.
-        self._pending_checkpoint: Optional[str] = checkpoint or None
-        self.cfg: Dict[str, Any] = {
-            "overflow": overflow,
-            "max_length": max_length,
-            "batch_token_budget": batch_token_budget,
-            "chunk_overlap": chunk_overlap,
-            "global_attention_spans_key": global_attention_spans_key,
-            **cfg,
-        }
+        # What a local checkpoint says it is, is checked now (cheap: its config.json), so a checkpoint of
+        # another task fails at add_pipe.
+        self._checkpoint: Optional[str] = str(checkpoint) if checkpoint else None
+        if self._checkpoint:
+            layers.check_checkpoint_task(self.model.attrs["task"], self._checkpoint, component=name, new_head=True)
 
     # ---- model and tokenizer ----------------------------------------------------------------------------
-    def load_checkpoint(self, path: str) -> None:
-        """Tokenizer and weights from a HuggingFace LED checkpoint directory: the pipe works right away."""
+    def load(self) -> None:
+        """Read the configured ``checkpoint`` (tokenizer and weights), once: the one step that loads it.
+
+        ``predict``, ``pipe``, ``update``, ``get_loss``, ``initialize`` and saving call it first, so a component
+        with a checkpoint works right after ``add_pipe``; call it yourself before reading ``tokenizer``,
+        ``module`` or ``max_input_length``. A pipe whose model came from ``nlp.initialize()``, ``from_disk`` or
+        ``from_bytes`` has nothing to load."""
+        if self._checkpoint and not layers.has_module(self.model):
+            self.load_checkpoint(self._checkpoint)
+
+    def load_checkpoint(self, path: str, *, new_head: bool = False) -> None:
+        """Tokenizer and weights from a HuggingFace LED checkpoint directory. The checkpoint must hold this
+        task's head unless ``new_head`` (``initialize``: a fresh head is trained), since a random head gives
+        meaningless output."""
         from ..tokenizer import LEDTokenizer
 
         path = str(Path(path).expanduser())
+        layers.check_checkpoint_task(self.model.attrs["task"], path, component=self.name, new_head=new_head,
+                                     **self._checkpoint_config())
         self.tokenizer = LEDTokenizer.from_pretrained(path)
         layers.load_checkpoint(self.model, path, **self._checkpoint_config())
 
@@ -100,34 +112,25 @@ class LEDPipe(TrainablePipe):
         """Config changes a task applies when loading a checkpoint (e.g. the classifier's labels)."""
         return {}
 
-    def _ensure_loaded(self) -> None:
-        """Load the checkpoint named in the config, once, if nothing else has given the pipe a model."""
-        if self._pending_checkpoint and not layers.has_module(self.model):
-            path, self._pending_checkpoint = self._pending_checkpoint, None
-            self.load_checkpoint(path)
-
-    @property
-    def tokenizer(self):
-        self._ensure_loaded()
-        return self._tokenizer
-
-    @tokenizer.setter
-    def tokenizer(self, value) -> None:
-        self._tokenizer = value
-
     @property
     def module(self):
-        self._ensure_loaded()
+        """The torch LED; present after ``load()``, ``nlp.initialize()`` or loading a saved pipeline."""
+        if not layers.has_module(self.model):
+            raise ValueError(self._no_model_message())
         return layers.get_module(self.model)
 
+    def _no_model_message(self) -> str:
+        if self._checkpoint:
+            return (f"component '{self.name}' has not read its checkpoint {self._checkpoint} yet: call its load() "
+                    f"(processing a Doc does it).")
+        return (f"component '{self.name}' has no model yet: add it with config={{'checkpoint': "
+                f"'path/to/led-checkpoint'}} (a HuggingFace LED directory), or call nlp.initialize() to train one "
+                f"from scratch.")
+
     def _require_ready(self) -> None:
-        self._ensure_loaded()
-        if self._tokenizer is None or not layers.has_module(self.model):
-            raise ValueError(
-                f"component '{self.name}' has no model yet: add it with config={{'checkpoint': "
-                f"'path/to/led-checkpoint'}} (a HuggingFace LED directory), or call nlp.initialize() to "
-                f"train one from scratch."
-            )
+        self.load()
+        if self.tokenizer is None or not layers.has_module(self.model):
+            raise ValueError(self._no_model_message())
 
     @property
     def max_input_length(self) -> int:
@@ -147,8 +150,8 @@ class LEDPipe(TrainablePipe):
 
     def _window_limits(self) -> WindowLimits:
         tok = self.tokenizer
-        return WindowLimits(self.max_input_length, self.cfg["overflow"], int(self.cfg["chunk_overlap"]),
-                            tok.bos_token_id, tok.eos_token_id)
+        overlap = int(self.cfg.get("chunk_overlap", 0))  # only led_qa's windows overlap
+        return WindowLimits(self.max_input_length, self.cfg["overflow"], overlap, tok.bos_token_id, tok.eos_token_id)
 
     def _cut(
         self,
@@ -171,20 +174,27 @@ class LEDPipe(TrainablePipe):
         return {k: v.to(device) for k, v in padded(windows, self.tokenizer.pad_token_id).items()}
 
     # ---- prediction -------------------------------------------------------------------------------------
+    def _doc_windows(self, doc_index: int, doc: Doc) -> List[Window]:
+        """The model inputs of one Doc; none for an empty one (it gets an empty prediction)."""
+        return self._windows(doc_index, doc) if doc.text.strip() else []
+
     def predict(self, docs: Iterable[Doc]) -> List[Any]:
         """One prediction per Doc; the Docs are not changed. Raises on the first failing Doc (``pipe`` isolates
         failures instead)."""
         docs = list(docs)
         self._require_ready()
-        windows: List[Window] = []
-        for i, doc in enumerate(docs):
-            if doc.text.strip():
-                windows.extend(self._windows(i, doc))
-        outputs = self._run_windows(windows)
-        per_doc: List[List[Tuple[Window, Any]]] = [[] for _ in docs]
-        for window, output in zip(windows, outputs):
-            per_doc[window.doc_index].append((window, output))
-        return [self._merge(doc, parts) if parts else self._empty_prediction(doc) for doc, parts in zip(docs, per_doc)]
+        return self._predict_windows(docs, [self._doc_windows(i, doc) for i, doc in enumerate(docs)])
+
+    def _predict_windows(self, docs: List[Doc], windows_per_doc: List[List[Window]]) -> List[Any]:
+        """The model over the windows of all ``docs`` at once (batched by length), merged back per Doc."""
+        if len(docs) != len(windows_per_doc):
+            raise ValueError(f"{len(docs)} Docs but windows for {len(windows_per_doc)}.")
+        outputs = iter(self._run_windows([w for windows in windows_per_doc for w in windows]))
+        predictions = []
+        for doc, windows in zip(docs, windows_per_doc):
+            parts = [(window, next(outputs)) for window in windows]
+            predictions.append(self._merge(doc, parts) if parts else self._empty_prediction(doc))
+        return predictions
 
     def _run_windows(self, windows: List[Window]) -> List[Any]:
         """Outputs for ``windows`` in their order, computed in length-sorted batches."""
@@ -202,23 +212,40 @@ class LEDPipe(TrainablePipe):
     def pipe(self, stream: Iterable[Doc], *, batch_size: int = 128) -> Iterator[Doc]:
         """Process Docs in minibatches. A Doc that fails goes to spaCy's error handler (which re-raises by
         default, see ``nlp.set_error_handler``); the other Docs of its batch are still processed, and every
-        Doc is yielded, in order (a failed one without annotations)."""
+        Doc is yielded, in order (a failed one without annotations).
+
+        Failures before the model (a Doc too long under ``overflow="error"``, a global-attention strategy that
+        raises) are found per Doc while the inputs are made, so they cost nothing; the rest of the batch runs
+        as one. Only when the model itself fails is the batch run again one Doc at a time, to find the Doc."""
+        _one_torch_thread_in_worker_process(self._owner_pid)
+        self._require_ready()
         error_handler = self.get_error_handler()
         for docs in util.minibatch(stream, size=batch_size):
+            ready: List[int] = []
+            windows_per_doc: List[List[Window]] = []
+            for i, doc in enumerate(docs):
+                try:
+                    windows_per_doc.append(self._doc_windows(i, doc))
+                except Exception as err:  # this Doc cannot become model inputs: only it fails
+                    error_handler(self.name, self, [doc], err)
+                    continue
+                ready.append(i)
+            ready_docs = [docs[i] for i in ready]
             try:
-                predictions = self.predict(docs)
+                predictions = self._predict_windows(ready_docs, windows_per_doc)
             except Exception:
-                predictions = self._predict_one_by_one(docs, error_handler)
-            for doc, prediction in zip(docs, predictions):
+                predictions = self._predict_one_by_one(ready_docs, windows_per_doc, error_handler)
+            for doc, prediction in zip(ready_docs, predictions):
                 if prediction is not _FAILED:
                     self.set_annotations([doc], [prediction])
             yield from docs
 
-    def _predict_one_by_one(self, docs: List[Doc], error_handler) -> List[Any]:
+    def _predict_one_by_one(self, docs: List[Doc], windows_per_doc: List[List[Window]], error_handler) -> List[Any]:
+        """After a model error in a batch: each Doc's prepared windows alone, so only the failing Doc fails."""
         predictions = []
-        for doc in docs:
+        for doc, windows in zip(docs, windows_per_doc):
             try:
-                predictions.append(self.predict([doc])[0])
+                predictions.append(self._predict_windows([doc], [windows])[0])
             except Exception as err:
                 error_handler(self.name, self, [doc], err)
                 predictions.append(_FAILED)
@@ -278,10 +305,10 @@ class LEDPipe(TrainablePipe):
         texts."""
         validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
         self._initialize_from_examples(get_examples)
-        if not checkpoint:
-            self._ensure_loaded()
+        if not checkpoint and not layers.has_module(self.model):
+            checkpoint = self._checkpoint
         if checkpoint:
-            self.load_checkpoint(checkpoint)
+            self.load_checkpoint(checkpoint, new_head=True)
         elif not layers.has_module(self.model):
             from ..tokenizer import LEDTokenizer
 
@@ -386,8 +413,8 @@ class LEDPipe(TrainablePipe):
         layers.build_from_config(self.model, srsly.json_loads(data))
 
     def _check_serializable(self) -> None:
-        self._ensure_loaded()
-        if self._tokenizer is None or not layers.has_module(self.model):
+        self.load()
+        if self.tokenizer is None or not layers.has_module(self.model):
             raise ValueError(f"component '{self.name}' has no model to save yet (no checkpoint, not initialized).")
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
@@ -397,7 +424,7 @@ class LEDPipe(TrainablePipe):
         return util.to_bytes(serializers, exclude)
 
     def from_bytes(self, bytes_data: bytes, *, exclude=tuple()):
-        self._pending_checkpoint = None  # the stored model replaces the configured checkpoint
+        self._checkpoint = None  # the stored model replaces the configured checkpoint
         deserializers = {k: setter for k, (_, setter) in self._serializers().items()}
         deserializers["vocab"] = lambda b: self.vocab.from_bytes(b, exclude=exclude)
         util.from_bytes(bytes_data, deserializers, exclude)
@@ -416,7 +443,7 @@ class LEDPipe(TrainablePipe):
         from ..tokenizer import LEDTokenizer
 
         path = util.ensure_path(path)
-        self._pending_checkpoint = None  # the stored model replaces the configured checkpoint
+        self._checkpoint = None  # the stored model replaces the configured checkpoint
         self.cfg.update(srsly.read_json(path / "cfg"))
         self.tokenizer = LEDTokenizer.from_pretrained(path / "tokenizer")
         layers.build_from_config(self.model, srsly.read_json(path / "led_config.json"))

@@ -6,7 +6,7 @@ length. Documents longer than that, under ``overflow="chunk"``, get the mean of 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -14,52 +14,22 @@ from thinc.api import Model
 
 from ..extensions import ensure_doc_attr, ensure_extensions
 from .base import LEDPipe, Window
+from .settings import ClassifierSettings
 
 
 class LEDClassifier(LEDPipe):
     task = "classification"
+    settings_class = ClassifierSettings
 
-    def __init__(
-        self,
-        vocab,
-        model: Model,
-        name: str = "led_classifier",
-        *,
-        checkpoint: Optional[str] = None,
-        global_attention: Callable,
-        labels: Sequence[str] = (),
-        multi_label: bool = False,
-        threshold: float = 0.5,
-        overflow: str = "chunk",
-        max_length: Optional[int] = None,
-        batch_token_budget: int = 16384,
-        global_attention_spans_key: Optional[str] = None,
-        label_attr: str = "label",
-        scorer: Optional[Callable] = None,
-    ) -> None:
+    def __init__(self, vocab, model: Model, name: str = "led_classifier", **kwargs: Any) -> None:
+        super().__init__(vocab, model, name, **kwargs)
         ensure_extensions()
-        ensure_doc_attr(label_attr)
-        super().__init__(
-            vocab,
-            model,
-            name,
-            checkpoint=checkpoint,
-            global_attention=global_attention,
-            overflow=overflow,
-            max_length=max_length,
-            batch_token_budget=batch_token_budget,
-            global_attention_spans_key=global_attention_spans_key,
-            scorer=scorer,
-            labels=list(labels),
-            multi_label=multi_label,
-            threshold=threshold,
-            label_attr=label_attr,
-        )
+        ensure_doc_attr(self.cfg["label_attr"])
 
     @property
     def labels(self) -> Tuple[str, ...]:
-        if not self.cfg["labels"]:
-            self._ensure_loaded()  # labels of the configured checkpoint
+        """The configured labels, else those of the checkpoint once read (``load()``) or of the training data
+        once initialized."""
         return tuple(self.cfg["labels"])
 
     def add_label(self, label: str) -> int:
@@ -76,9 +46,9 @@ class LEDClassifier(LEDPipe):
             changes["id2label"] = dict(enumerate(self.cfg["labels"]))
         return changes
 
-    def load_checkpoint(self, path: str) -> None:
+    def load_checkpoint(self, path: str, *, new_head: bool = False) -> None:
         """Labels come from the config when given (a new head is trained for them), else from the checkpoint."""
-        super().load_checkpoint(path)
+        super().load_checkpoint(path, new_head=new_head)
         if not self.cfg["labels"]:
             id2label = self.module.config.id2label or {}
             self.cfg["labels"] = [id2label[i] for i in sorted(id2label)]
@@ -96,17 +66,8 @@ class LEDClassifier(LEDPipe):
 
     def _adapt_loaded_model(self) -> None:
         """A checkpoint loaded before the labels were known gets a fresh head for the training labels."""
-        from ..modeling.model import LEDClassificationHead
-
         module = self.module
-        labels = dict(enumerate(self.cfg["labels"]))
-        if module.config.id2label == labels:
-            return
-        module.config.id2label = labels
-        module.config.problem_type = self._checkpoint_config()["problem_type"]
-        head = LEDClassificationHead(module.config.d_model, len(labels), module.config.classifier_dropout)
-        head.apply(module._init_weights)
-        module.classification_head = head.to(device=module.device, dtype=module.dtype)
+        module.set_labels(self.cfg["labels"], problem_type=self._checkpoint_config()["problem_type"])
         self.model.attrs["led_config"] = module.config.to_dict()
 
     def _training_batch(self, examples: List[Example]) -> Optional[Dict[str, Any]]:

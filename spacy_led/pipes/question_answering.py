@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
@@ -21,6 +21,7 @@ from thinc.api import Model
 
 from ..extensions import ANSWER_LABEL, ensure_extensions
 from .base import LEDPipe, Window
+from .settings import QASettings
 
 
 @dataclass
@@ -36,48 +37,11 @@ class Candidate:
 
 class LEDQuestionAnswerer(LEDPipe):
     task = "question_answering"
+    settings_class = QASettings
 
-    def __init__(
-        self,
-        vocab,
-        model: Model,
-        name: str = "led_qa",
-        *,
-        checkpoint: Optional[str] = None,
-        global_attention: Callable,
-        questions: Sequence[str] = (),
-        question_fallback: str = "punctuation",
-        max_answer_length: int = 30,
-        no_answer_threshold: Optional[float] = 0.0,
-        overflow: str = "chunk",
-        max_length: Optional[int] = None,
-        chunk_overlap: int = 128,
-        batch_token_budget: int = 16384,
-        global_attention_spans_key: Optional[str] = None,
-        spans_key: str = "answers",
-        scorer: Optional[Callable] = None,
-    ) -> None:
+    def __init__(self, vocab, model: Model, name: str = "led_qa", **kwargs: Any) -> None:
+        super().__init__(vocab, model, name, **kwargs)
         ensure_extensions()
-        if max_answer_length < 1:
-            raise ValueError(f"max_answer_length must be at least 1 piece; got {max_answer_length}.")
-        super().__init__(
-            vocab,
-            model,
-            name,
-            checkpoint=checkpoint,
-            global_attention=global_attention,
-            overflow=overflow,
-            max_length=max_length,
-            batch_token_budget=batch_token_budget,
-            global_attention_spans_key=global_attention_spans_key,
-            chunk_overlap=chunk_overlap,
-            scorer=scorer,
-            questions=list(questions),
-            question_fallback=question_fallback,
-            max_answer_length=max_answer_length,
-            no_answer_threshold=no_answer_threshold,
-            spans_key=spans_key,
-        )
 
     # ---- which questions, and their windows --------------------------------------------------------------
     def questions_for(self, doc: Doc) -> List[Tuple[str, Optional[Tuple[int, int]]]]:

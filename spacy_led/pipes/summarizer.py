@@ -6,7 +6,7 @@ is summarised once more when it fits the model.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from spacy.tokens import Doc
 from spacy.training import Example
@@ -14,6 +14,7 @@ from thinc.api import Model
 
 from ..extensions import ensure_doc_attr, ensure_extensions
 from .base import LEDPipe, Window
+from .settings import SummarizerSettings
 
 # When neither the component config nor the checkpoint sets a length, transformers' default (20 tokens) is
 # far too short for a summary of a long document.
@@ -23,51 +24,12 @@ DEFAULT_SUMMARY_MAX_LENGTH = 256
 
 class LEDSummarizer(LEDPipe):
     task = "generation"
+    settings_class = SummarizerSettings
 
-    def __init__(
-        self,
-        vocab,
-        model: Model,
-        name: str = "led_summarizer",
-        *,
-        checkpoint: Optional[str] = None,
-        global_attention: Callable,
-        overflow: str = "chunk",
-        max_length: Optional[int] = None,
-        batch_token_budget: int = 16384,
-        global_attention_spans_key: Optional[str] = None,
-        summary_attr: str = "summary",
-        num_beams: Optional[int] = None,
-        max_summary_length: Optional[int] = None,
-        max_new_tokens: Optional[int] = None,
-        min_summary_length: Optional[int] = None,
-        length_penalty: Optional[float] = None,
-        no_repeat_ngram_size: Optional[int] = None,
-        reduce_chunks: bool = False,
-        scorer: Optional[Callable] = None,
-    ) -> None:
+    def __init__(self, vocab, model: Model, name: str = "led_summarizer", **kwargs: Any) -> None:
+        super().__init__(vocab, model, name, **kwargs)
         ensure_extensions()
-        ensure_doc_attr(summary_attr)
-        super().__init__(
-            vocab,
-            model,
-            name,
-            checkpoint=checkpoint,
-            global_attention=global_attention,
-            overflow=overflow,
-            max_length=max_length,
-            batch_token_budget=batch_token_budget,
-            global_attention_spans_key=global_attention_spans_key,
-            scorer=scorer,
-            summary_attr=summary_attr,
-            num_beams=num_beams,
-            max_summary_length=max_summary_length,
-            max_new_tokens=max_new_tokens,
-            min_summary_length=min_summary_length,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            reduce_chunks=reduce_chunks,
-        )
+        ensure_doc_attr(self.cfg["summary_attr"])
 
     def generation_kwargs(self) -> Dict[str, Any]:
         """The settings passed to ``generate``: the config's, then the checkpoint's own defaults."""

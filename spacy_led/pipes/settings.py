@@ -1,0 +1,92 @@
+"""The settings of each LED component, each written once: name, type, default and check.
+
+A settings class is the single definition the rest is made from: ``factory_signature`` turns its fields into
+the config arguments of the component's spaCy factory (spaCy validates and fills the config from them), the
+component keeps ``asdict(settings)`` as its ``cfg``, and ``cfg`` is what a saved pipeline stores. The model,
+the global-attention strategy, the scorer and the ``checkpoint`` to load are not settings: they are given to
+the component by the factory.
+"""
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, List, Optional
+
+from .windows import OVERFLOW_MODES
+
+
+@dataclass
+class PipeSettings:
+    """What every LED component has: long-document handling and batching."""
+
+    overflow: str = "chunk"  # "chunk", "truncate" or "error": a document longer than max_length
+    max_length: Optional[int] = None  # model positions per input; None: the encoder's own limit
+    batch_token_budget: int = 16384  # padded tokens per model batch
+    global_attention_spans_key: Optional[str] = None  # store the strategy's global tokens as doc.spans[key]
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow={self.overflow!r} is not one of {OVERFLOW_MODES}.")
+        if self.batch_token_budget < 1:
+            raise ValueError(f"batch_token_budget must be positive; got {self.batch_token_budget}.")
+
+
+@dataclass
+class SummarizerSettings(PipeSettings):
+    summary_attr: str = "summary"  # the Doc extension the summary is written to
+    num_beams: Optional[int] = None  # None here and below: the checkpoint's generation default
+    max_summary_length: Optional[int] = None
+    max_new_tokens: Optional[int] = None
+    min_summary_length: Optional[int] = None
+    length_penalty: Optional[float] = None
+    no_repeat_ngram_size: Optional[int] = None
+    reduce_chunks: bool = False  # summarise the joined window summaries once more
+
+
+@dataclass
+class ClassifierSettings(PipeSettings):
+    labels: List[str] = field(default_factory=list)  # empty: the checkpoint's, or the training data's
+    multi_label: bool = False
+    threshold: float = 0.5  # multi-label: the best label is set only from this score
+    label_attr: str = "label"  # the Doc extension the best label is written to
+
+
+@dataclass
+class QASettings(PipeSettings):
+    questions: List[str] = field(default_factory=list)  # asked of every Doc without doc._.questions
+    question_fallback: str = "punctuation"  # finding question sentences without a sentencizer
+    max_answer_length: int = 30  # pieces
+    no_answer_threshold: Optional[float] = 0.0  # None: always answer
+    chunk_overlap: int = 128  # pieces shared by consecutive windows of a long document
+    spans_key: str = "answers"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.max_answer_length < 1:
+            raise ValueError(f"max_answer_length must be at least 1 piece; got {self.max_answer_length}.")
+        if self.chunk_overlap < 0:
+            raise ValueError(f"chunk_overlap must not be negative; got {self.chunk_overlap}.")
+
+
+def factory_signature(settings: type) -> inspect.Signature:
+    """``(nlp, name, model, global_attention, checkpoint, scorer, <one keyword per setting>)`` with the settings'
+    types and defaults: what spaCy reads to validate and fill a component's config block."""
+    from spacy.language import Language
+    from thinc.api import Model
+
+    fixed = [
+        ("nlp", Language, inspect.Parameter.empty),
+        ("name", str, inspect.Parameter.empty),
+        ("model", Model, inspect.Parameter.empty),
+        ("global_attention", Callable, inspect.Parameter.empty),
+        ("checkpoint", Optional[str], None),  # a HuggingFace LED directory, read on the component's load()
+        ("scorer", Optional[Callable], None),
+    ]
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t) for n, t, d in fixed]
+    types = typing.get_type_hints(settings)
+    for item in fields(settings):
+        default: Any = item.default if item.default is not MISSING else item.default_factory()  # type: ignore[misc]
+        params.append(inspect.Parameter(item.name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                                        annotation=types[item.name]))
+    return inspect.Signature(params)
