@@ -163,3 +163,17 @@ def test_config_round_trip_keeps_unknown_keys(tmp_path):
     assert again == config and again.extra["transformers_version"] == "5.0"
     with pytest.raises(ValueError, match="positive even"):
         LEDConfig(**{**TINY, "attention_window": [8, 7]})
+
+
+@pytest.mark.parametrize("kind", ["safetensors", "bin"])
+def test_weight_names_are_the_stored_tensors_without_reading_them(kind):
+    """What the components check a checkpoint's heads with: the names of the tensors in the files."""
+    from pathlib import Path
+
+    from spacy_led.modeling.checkpoint import read_state_dict, weight_names
+
+    path = Path(__file__).parent / "fixtures" / "led_cls_tiny" / kind
+    names = weight_names(path)
+    assert names == set(read_state_dict(path))
+    assert {"classification_head.out_proj.weight", "classification_head.dense.bias"} <= names
+    assert not any(name.startswith("qa_outputs.") for name in names)
