@@ -9,7 +9,7 @@ written with spacy-led's own ``save_pretrained`` plus the tests' tiny BART-style
 Speed (same process, same pipeline object, same documents of mixed lengths: 1 to ``--max-sentences``
 sentences each, seeded)
     baseline: ``[nlp(t) for t in texts]``
-    apply:    ``spacy_led.cli.apply(...)`` on a JSONL file of the same texts -- the command line's engine, with
+    apply:    ``spacy_led.apply.run_apply(...)`` on a JSONL file of the same texts -- the command line's engine, with
               its reading, length-grouped batching under the token budget, JSON writing and fsync per batch.
     Printed: documents/s and tokens/s (spaCy tokens) of each and the ratio apply / baseline (> 1: faster).
     One untimed warm-up document first; the best of ``--repeats`` runs of each, alternating.
@@ -83,10 +83,11 @@ def component_config(args):
 def bench_speed(args, checkpoint: Path, work: Path) -> None:
     import torch
 
-    from spacy_led import cli
+    from spacy_led.apply import ApplyOptions, load_pipeline, run_apply
 
     torch.set_num_threads(args.threads)
-    nlp = cli.load_pipeline(None, str(checkpoint), args.task, component_config(args))
+    nlp = load_pipeline(ApplyOptions("", "", checkpoint=str(checkpoint), task=args.task,
+                                     component_config=component_config(args)))
     texts = make_texts(args.docs, args.max_sentences, 1)
     src = work / "speed.jsonl"
     src.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf8")
@@ -101,8 +102,10 @@ def bench_speed(args, checkpoint: Path, work: Path) -> None:
     def command(i):
         out = work / f"speed_out{i}.jsonl"
         start = time.perf_counter()
-        result = cli.apply(None, str(src), str(out), batch_size=args.batch_size,
-                           batch_token_budget=args.batch_token_budget, progress=False, nlp=nlp)
+        options = ApplyOptions(str(src), str(out), checkpoint=str(checkpoint), task=args.task,
+                               batch_size=args.batch_size, batch_token_budget=args.batch_token_budget,
+                               progress=False)
+        result = run_apply(options, nlp=nlp)
         elapsed = time.perf_counter() - start
         assert result.done == len(texts) and result.failed == 0, result.summary()
         return elapsed

@@ -119,3 +119,8 @@ class LEDClassifier(LEDPipe):
                 best = None
             setattr(doc._, attr, best)
             self._set_global_attention_spans(doc)
+
+    def to_record(self, doc: Doc) -> Dict[str, Any]:
+        """``cats`` (label -> score) and the chosen label as JSON fields, for ``spacy-led apply``."""
+        attr = self.cfg["label_attr"]
+        return {"cats": {label: float(score) for label, score in doc.cats.items()}, attr: getattr(doc._, attr)}

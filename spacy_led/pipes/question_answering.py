@@ -196,3 +196,17 @@ class LEDQuestionAnswerer(LEDPipe):
             doc.spans[key] = group
             doc._.answers = mapping
             self._set_global_attention_spans(doc)
+
+    def to_record(self, doc: Doc) -> Dict[str, Any]:
+        """``answers``: one entry per question, with the answer's text, character offsets and score (all
+        ``None`` when the document holds no answer), for ``spacy-led apply``."""
+        answers = []
+        for question, span in (doc._.answers or {}).items():
+            if span is None:
+                answers.append({"question": question, "text": None, "start_char": None, "end_char": None,
+                                "score": None})
+                continue
+            score = span._.answer_score
+            answers.append({"question": question, "text": span.text, "start_char": span.start_char,
+                            "end_char": span.end_char, "score": None if score is None else float(score)})
+        return {"answers": answers}

@@ -98,3 +98,9 @@ class LEDSummarizer(LEDPipe):
         for doc, summary in zip(docs, summaries):
             setattr(doc._, self.cfg["summary_attr"], summary)
             self._set_global_attention_spans(doc)
+
+    def to_record(self, doc: Doc) -> Dict[str, Any]:
+        """This component's annotations of ``doc`` as JSON fields (``spacy-led apply`` writes one record per
+        Doc from the hooks of the pipeline's components)."""
+        attr = self.cfg["summary_attr"]
+        return {attr: getattr(doc._, attr)}
