@@ -30,7 +30,7 @@ def summarizer_nlp(summarizer_checkpoint):
 
 
 def _reference_generate(module, tokenizer, text, global_positions=(0,), **kwargs):
-    ids = torch.tensor([tokenizer.encode(text).ids])
+    ids = torch.tensor([tokenizer.encode(text)])
     glob = torch.zeros_like(ids)
     glob[0, list(global_positions)] = 1
     out = module.generate(ids, attention_mask=torch.ones_like(ids), global_attention_mask=glob, **kwargs)
@@ -70,7 +70,7 @@ def test_overflow_modes(summarizer_checkpoint, caplog):
     pipe = nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "max_length": 40,
                                                   "num_beams": 1, "max_summary_length": 8, "overflow": "error"})
     pipe.load()
-    n_pieces = len(pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False).ids)
+    n_pieces = len(pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False))
     assert n_pieces > 3 * 38
     with pytest.raises(DocumentTooLong, match=rf"{n_pieces} BPE pieces .* at most 38"):
         nlp(LONG_TEXT)
@@ -79,14 +79,14 @@ def test_overflow_modes(summarizer_checkpoint, caplog):
     with caplog.at_level(logging.WARNING, logger="spacy_led"):
         truncated = nlp(LONG_TEXT)._.summary
     assert f"{n_pieces - 38} pieces" in caplog.text
-    first_window_text = LONG_TEXT[: pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False).offsets[37][1]]
+    first_window_text = LONG_TEXT[: pipe.tokenizer.encode_with_offsets(LONG_TEXT, add_special_tokens=False).offsets[37][1]]
     assert truncated == _reference_generate(pipe.module, pipe.tokenizer, first_window_text, num_beams=1, max_length=8)
 
     pipe.cfg["overflow"] = "chunk"
     windows = pipe._windows(0, nlp.make_doc(LONG_TEXT))
     assert len(windows) == -(-n_pieces // 38)
     covered = [piece for w in windows for piece in w.ids[1:-1]]
-    assert covered == pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False).ids  # nothing lost, no overlap
+    assert covered == pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False)  # nothing lost, no overlap
     chunked = nlp(LONG_TEXT)._.summary
     assert chunked.startswith(truncated) and len(chunked) > len(truncated)
 
@@ -133,7 +133,7 @@ def test_classifier_scores_equal_the_head(classifier_checkpoint):
     docs = list(nlp.pipe(TEXTS[:3]))
     assert pipe.labels == ("science", "sports", "law")  # read from the checkpoint by the first batch
     for doc, text in zip(docs, TEXTS[:3]):
-        ids = torch.tensor([pipe.tokenizer.encode(text).ids])
+        ids = torch.tensor([pipe.tokenizer.encode(text)])
         glob = torch.zeros_like(ids)
         glob[0, 0] = 1
         with torch.no_grad():
@@ -152,7 +152,7 @@ def test_classifier_reads_documents_longer_than_the_decoder(classifier_checkpoin
     pipe = nlp.add_pipe("led_classifier", config={"checkpoint": str(classifier_checkpoint), "overflow": "error"})
     pipe.load()
     text = LONG_TEXT * 2
-    ids = torch.tensor([pipe.tokenizer.encode(text).ids])  # <s> pieces </s>: one input, nothing cut
+    ids = torch.tensor([pipe.tokenizer.encode(text)])  # <s> pieces </s>: one input, nothing cut
     length, limit = ids.shape[1], pipe.module.config.max_decoder_position_embeddings
     assert limit == 64 and length > 3 * limit
     glob = torch.zeros_like(ids)
@@ -187,8 +187,8 @@ def test_qa_answers_are_token_aligned_spans_of_the_best_pieces(qa_checkpoint):
         assert span is not None and span.doc is doc and span._.question == question
         assert 0 < span._.answer_score <= 1
         # the head's own best span, computed directly
-        q_ids = pipe.tokenizer.encode(question, add_special_tokens=False).ids
-        enc = pipe.tokenizer.encode(LONG_TEXT, add_special_tokens=False)
+        q_ids = pipe.tokenizer.encode(question, add_special_tokens=False)
+        enc = pipe.tokenizer.encode_with_offsets(LONG_TEXT, add_special_tokens=False)
         ids = torch.tensor([[0, *q_ids, 2, 2, *enc.ids, 2]])
         glob = torch.zeros_like(ids)
         glob[0, : len(q_ids) + 1] = 1

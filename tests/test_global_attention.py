@@ -159,14 +159,14 @@ def test_first_token_marks_only_bos_of_single_and_pair_encodings(nlp, tokenizer)
     strategy = spacy.registry.resolve({"s": {"@misc": "spacy_led.first_token.v1"}})["s"]
     assert strategy == FirstToken()
     doc = nlp("Summarize this, please.")
-    for encoding in (tokenizer.encode(doc.text), tokenizer.encode("What?", doc.text)):
+    for encoding in (tokenizer.encode_with_offsets(doc.text), tokenizer.encode_with_offsets("What?", doc.text)):
         mask = mask_of(strategy(doc), doc, encoding)
         assert mask == [1] + [0] * (len(encoding) - 1)
         assert encoding.tokens[0] == "<s>"
 
 
 def test_bos_needs_a_special_first_piece(nlp, tokenizer):
-    encoding = tokenizer.encode("No specials here", add_special_tokens=False)
+    encoding = tokenizer.encode_with_offsets("No specials here", add_special_tokens=False)
     with pytest.raises(ValueError, match="add_special_tokens=True"):
         global_mask_for_pieces(GlobalAttention(bos=True), encoding.offsets, encoding.special_tokens_mask)
     assert global_mask_for_pieces(GlobalAttention(bos=True), [], []) == []
@@ -177,7 +177,7 @@ def test_sentence_starts_with_odd_whitespace(nlp_sents, tokenizer):
     text = "  Hello world.  How are\tyou?\n\nI am fine!  Thanks"
     doc = nlp_sents(text)
     strategy = make_sentence_starts_strategy()
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
     mask = mask_of(strategy(doc), doc, encoding)
     assert mask[0] == 1  # <s>
     assert marked_strings(text, encoding, mask) == ["Hello", "How", "I", "Thanks"]
@@ -188,7 +188,7 @@ def test_sentence_starts_with_odd_whitespace(nlp_sents, tokenizer):
 def test_sentence_starts_mark_every_piece_of_multibyte_tokens(nlp_sents, tokenizer):
     text = "Café crème. Ünïcode ok. 😀 smile! Is that so？ Yes"
     doc = nlp_sents(text)
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
     mask = mask_of(SentenceStarts()(doc), doc, encoding)
     assert marked_strings(text, encoding, mask) == ["Café", "Ünïcode", "😀", "Is", "Yes"]
     emoji = text.index("😀")
@@ -204,7 +204,7 @@ def test_sentence_starts_on_cjk_with_punctuation_fallback(tokenizer):
     text = "东京是首都。我们喜欢吗？好的！"
     doc = nlp_zh(text)
     assert not doc.has_annotation("SENT_START")
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
     mask = mask_of(SentenceStarts(fallback="punctuation")(doc), doc, encoding)
     assert marked_strings(text, encoding, mask) == ["东", "我", "好"]
     for char in "东我好":
@@ -282,7 +282,7 @@ def test_question_sentences(nlp, nlp_sents):
 def test_question_tokens_mark_every_token_of_each_question(nlp, tokenizer):
     text = "Context first.  What is  LED?\tIt is a model. Où est 東京？"
     doc = nlp(text)
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
     mask = mask_of(make_question_tokens_strategy()(doc), doc, encoding)
     assert mask[0] == 1
     assert marked_strings(text, encoding, mask) == ["What", "is", "LED?", "Où", "est", "東京？"]
@@ -296,7 +296,7 @@ def test_question_tokens_mark_every_token_of_each_question(nlp, tokenizer):
 def test_segment_picks_the_text_of_a_pair(nlp, tokenizer):
     question, context = "Where is  it?", "It is here. Nowhere else."
     qdoc, cdoc = nlp(question), nlp(context)
-    encoding = tokenizer.encode(question, context)  # <s> question </s></s> context </s>
+    encoding = tokenizer.encode_with_offsets(question, context)  # <s> question </s></s> context </s>
     context_starts = to_global_attention(SentenceStarts(fallback="punctuation")(cdoc), cdoc)
     on_context = global_mask_for_pieces(
         context_starts, encoding.offsets, encoding.special_tokens_mask, encoding.sequence_ids, segment=1
@@ -327,7 +327,7 @@ def test_char_shift_maps_doc_spans_onto_a_window(nlp_sents, tokenizer):
     attention = to_global_attention(SentenceStarts(include_first_token=False)(doc), doc)
     shift = text.index("Second") - 1  # the window begins at the space before "Second"
     window = text[shift:]
-    encoding = tokenizer.encode(window)
+    encoding = tokenizer.encode_with_offsets(window)
     mask = global_mask_for_pieces(attention, encoding.offsets, encoding.special_tokens_mask, char_shift=shift)
     assert marked_strings(window, encoding, mask) == ["Second", "Third"]  # "First" lies before the window
     unshifted = global_mask_for_pieces(attention, encoding.offsets, encoding.special_tokens_mask)
@@ -337,7 +337,7 @@ def test_char_shift_maps_doc_spans_onto_a_window(nlp_sents, tokenizer):
 # -------------------------------------------------------------------------- global_mask_for_pieces
 def test_zero_width_spans_mark_the_piece_holding_the_character(tokenizer):
     text = "Hello  world"
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
 
     def marked(spans):
         mask = global_mask_for_pieces(GlobalAttention(char_spans=spans), encoding.offsets, encoding.special_tokens_mask)
@@ -473,7 +473,7 @@ def test_a_user_registered_strategy_resolves_from_config(nlp, tokenizer):
     text = "Ada Lovelace joined  Analytical Engines Ltd in London."
     doc = nlp(text)
     doc.ents = [Span(doc, 0, 2, label="PERSON"), Span(doc, 4, 7, label="ORG"), Span(doc, 8, 9, label="GPE")]
-    encoding = tokenizer.encode(text)
+    encoding = tokenizer.encode_with_offsets(text)
     mask = mask_of(strategy(doc), doc, encoding)
     assert mask[0] == 0  # a list of spans leaves <s> alone
     assert marked_strings(text, encoding, mask) == ["Analytical", "Engines", "Ltd"]

@@ -18,6 +18,7 @@ import json
 import logging
 import pickle
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,9 +26,9 @@ import torch
 from spacy_led.tokenizer import Encoding, LEDTokenizer
 
 try:
-    from tokenizer_fixture import MASK_TOKEN, make_tokenizer_dir, make_tokenizer_json_dir
+    from tokenizer_fixture import MASK_TOKEN, jsonable, make_tokenizer_dir, make_tokenizer_json_dir
 except ImportError:  # tests/ imported as a package
-    from tests.tokenizer_fixture import MASK_TOKEN, make_tokenizer_dir, make_tokenizer_json_dir
+    from tests.tokenizer_fixture import MASK_TOKEN, jsonable, make_tokenizer_dir, make_tokenizer_json_dir
 
 VOCAB_SIZE = 500
 
@@ -130,22 +131,22 @@ def assert_same(ours: Encoding, ref: dict, ref_seq_ids=None):
 @pytest.mark.parametrize("text", TEXTS, ids=range(len(TEXTS)))
 def test_single_parity(pair_of, text):
     ours, hf = pair_of
-    enc = ours.encode(text)
+    enc = ours.encode_with_offsets(text)
     ref, seq_ids = hf_encode(hf, text)
     assert_same(enc, ref, seq_ids)
     assert enc.num_truncated == 0
     assert ours.tokenize(text) == hf.tokenize(text)
-    assert ours.encode(text, add_special_tokens=False).ids == hf(text, add_special_tokens=False)["input_ids"]
+    assert ours.encode_with_offsets(text, add_special_tokens=False).ids == hf(text, add_special_tokens=False)["input_ids"]
 
 
 @pytest.mark.parametrize("text,pair", PAIRS, ids=range(len(PAIRS)))
 def test_pair_parity(pair_of, text, pair):
     ours, hf = pair_of
-    enc = ours.encode(text, pair)
+    enc = ours.encode_with_offsets(text, pair)
     ref, seq_ids = hf_encode(hf, text, pair)
     assert_same(enc, ref, seq_ids)
     # <s> A </s></s> B </s>: the template and the pair offsets (relative to the pair text).
-    n_a = len(ours.encode(text, add_special_tokens=False))
+    n_a = len(ours.encode_with_offsets(text, add_special_tokens=False))
     assert enc.ids[0] == ours.bos_token_id and enc.ids[n_a + 1: n_a + 3] == [ours.eos_token_id] * 2
     assert enc.ids[-1] == ours.eos_token_id
     for (s, e), sid in zip(enc.offsets, enc.sequence_ids):
@@ -153,93 +154,104 @@ def test_pair_parity(pair_of, text, pair):
             assert 0 <= s <= e <= len(pair)
 
 
-def test_empty_pair_keeps_the_template(tok, hf):
-    # HF's single-text path treats pair="" as no pair (a Python falsy check) while its batch path
-    # keeps it; LEDTokenizer always keeps the pair template, like the batch path.
-    assert tok.encode("x", "").ids == hf(["x"], [""])["input_ids"][0]
-    assert tok.encode("x", "").ids[-3:] == [2, 2, 2]
+def test_empty_pair_as_transformers(tok, hf):
+    # transformers' single-text path treats text_pair="" as no pair; its batch path keeps the empty pair.
+    assert tok("x", "")["input_ids"] == hf("x", "")["input_ids"] == tok("x")["input_ids"]
+    assert tok.encode("x", "") == hf.encode("x", "") == tok.encode("x")
+    assert tok(["x"], [""])["input_ids"] == hf(["x"], [""])["input_ids"]
+    assert tok(["x"], [""])["input_ids"][0][-3:] == [2, 2, 2]
 
 
 @pytest.mark.parametrize("text", MASK_TEXTS)
 def test_mask_lstrip_parity(tok, tok_json, hf_json, text):
     ref, seq_ids = hf_encode(hf_json, text)
-    assert_same(tok_json.encode(text), ref, seq_ids)
+    assert_same(tok_json.encode_with_offsets(text), ref, seq_ids)
     # The vocab+merges layout behaves like tokenizer.json (BART's lstrip), see module docstring.
-    assert tok.encode(text).ids == ref["input_ids"]
+    assert tok.encode_with_offsets(text).ids == ref["input_ids"]
 
 
 def test_mask_absorbs_preceding_space(tok):
-    ids = tok.encode("Hello <mask> world", add_special_tokens=False).ids
+    ids = tok.encode_with_offsets("Hello <mask> world", add_special_tokens=False).ids
     assert tok.mask_token_id in ids
     before = ids[ids.index(tok.mask_token_id) - 1]
     assert tok.convert_ids_to_tokens(before) == "Hello"  # no lone "Ġ" piece before <mask>
 
 
-def test_batch_parity_and_padding(pair_of):
+BATCH = [t for t in TEXTS if t][:8]
+CALLS = [  # (args, kwargs) of tokenizer(...) compared key by key with transformers
+    (("Hello world!",), {}),
+    (("Hello world!",), {"return_tensors": "pt"}),
+    (("Hello world!", "Café 😀"), {"return_token_type_ids": True, "return_special_tokens_mask": True}),
+    (("  spaced  ",), {"return_offsets_mapping": True, "return_length": True}),
+    (("Hello world!",), {"add_special_tokens": False, "return_attention_mask": False}),
+    ((BATCH,), {}),
+    ((BATCH,), {"padding": True}),
+    ((BATCH,), {"padding": True, "pad_to_multiple_of": 8, "return_tensors": "pt"}),
+    ((BATCH,), {"padding": "max_length", "max_length": 40, "return_offsets_mapping": True}),
+    ((BATCH,), {"padding": "max_length", "max_length": 33, "pad_to_multiple_of": 16, "return_special_tokens_mask": True}),
+    ((BATCH,), {"padding": True, "padding_side": "left", "return_offsets_mapping": True}),
+    ((BATCH,), {"padding": "max_length", "max_length": 5}),  # longer rows are left as they are
+    ((BATCH,), {"truncation": True, "max_length": 6, "padding": True, "return_tensors": "np"}),
+    ((BATCH,), {"max_length": 6}),  # a max_length without padding truncates, as in transformers
+    ((list(dict(PAIRS)), [b for _, b in PAIRS]), {"padding": True, "return_offsets_mapping": True}),
+    ((["Hello", "Café"],), {"text_target": ["a summary", "another, longer summary"], "padding": True}),
+    ((), {"text_target": "only labels"}),
+]
+
+
+@pytest.mark.parametrize("args,kwargs", CALLS, ids=range(len(CALLS)))
+def test_call_parity(pair_of, args, kwargs):
     ours, hf = pair_of
-    texts = [t for t in TEXTS if t][:8]
-    kw = dict(return_offsets_mapping=True, return_special_tokens_mask=True)
-    for pad_kw in ({"padding": True}, {"padding": True, "pad_to_multiple_of": 8},
-                   {"padding": "max_length", "max_length": 40},
-                   {"padding": "max_length", "max_length": 33, "pad_to_multiple_of": 16}):
-        out = ours(texts, **pad_kw)
-        ref = hf(texts, **pad_kw, **kw)
-        assert out["input_ids"] == ref["input_ids"], pad_kw
-        assert out["attention_mask"] == ref["attention_mask"], pad_kw
-        assert out["offset_mapping"] == [[tuple(o) for o in row] for row in ref["offset_mapping"]], pad_kw
-        assert out["special_tokens_mask"] == ref["special_tokens_mask"], pad_kw
-        assert out["num_truncated"] == [0] * len(texts)
-        width = len(out["input_ids"][0])
-        assert all(len(r) == width for r in out["input_ids"])
-        if "pad_to_multiple_of" in pad_kw:
-            assert width % pad_kw["pad_to_multiple_of"] == 0
-    lens = [len(ours.encode(t)) for t in texts]
-    assert len(ours(texts, pad_to_multiple_of=8)["input_ids"][0]) == -(-max(lens) // 8) * 8
-    # Right padding with <pad>, masked out.
-    out = ours(texts)
-    for row, mask, n in zip(out["input_ids"], out["attention_mask"], lens):
-        assert row[n:] == [ours.pad_token_id] * (len(row) - n) and mask == [1] * n + [0] * (len(row) - n)
+    out, ref = ours(*args, **kwargs), hf(*args, **kwargs)
+    assert list(out) == list(ref)  # same keys, in the same order
+    assert jsonable(out) == jsonable(ref)
+    if kwargs.get("return_tensors") == "pt":
+        for key, value in out.items():
+            assert isinstance(value, torch.Tensor) and value.dtype == torch.long and value.shape == ref[key].shape, key
 
 
-def test_pairs_batch_parity(pair_of):
-    ours, hf = pair_of
-    a, b = zip(*PAIRS)
-    out = ours(list(a), list(b))
-    ref = hf(list(a), list(b), padding=True, return_offsets_mapping=True, return_special_tokens_mask=True)
-    assert out["input_ids"] == ref["input_ids"]
-    assert out["attention_mask"] == ref["attention_mask"]
-    assert out["offset_mapping"] == [[tuple(o) for o in row] for row in ref["offset_mapping"]]
+def test_call_single_text_is_flat_and_batch_is_a_batch(tok, hf):
+    single = tok("Hello world")
+    assert single["input_ids"] == single.input_ids == tok.encode("Hello world") == hf("Hello world")["input_ids"]
+    assert all(isinstance(i, int) for i in single["input_ids"])
+    assert tok(["Hello world"])["input_ids"] == [single["input_ids"]]
+    pt = tok("Hello world", return_tensors="pt")
+    assert pt["input_ids"].shape == (1, len(single["input_ids"]))
+    assert tok.encode("Hello world", return_tensors="pt").tolist() == [single["input_ids"]]
+    assert set(single) == {"input_ids", "attention_mask"}  # model(**batch) takes exactly these
+    assert single.sequence_ids() == [None] + [0] * (len(single["input_ids"]) - 2) + [None]
+    assert single.tokens() == tok.convert_ids_to_tokens(single["input_ids"])
+    assert pt.to("cpu") is pt and pt.input_ids.device.type == "cpu"
+    with pytest.raises(AttributeError, match="no key 'offset_mapping'"):
+        single.offset_mapping
 
 
-def test_return_tensors_pt(tok, hf):
-    texts = ["Hello world!", "Café 😀", ""]
-    out = tok(texts, return_tensors="pt", pad_to_multiple_of=4)
-    ref = hf(texts, padding=True, pad_to_multiple_of=4, return_tensors="pt", return_offsets_mapping=True)
-    for key in ("input_ids", "attention_mask", "offset_mapping"):
-        assert isinstance(out[key], torch.Tensor) and out[key].dtype == torch.long
-        assert torch.equal(out[key], ref[key]), key
-    assert out["offset_mapping"].shape == (3, out["input_ids"].shape[1], 2)
-    assert out["special_tokens_mask"].shape == out["input_ids"].shape
-    assert out["num_truncated"] == [0, 0, 0]
-    single = tok("Hello", return_tensors="pt")
-    assert single["input_ids"].shape == (1, len(tok.encode("Hello")))
-    empty = tok([], return_tensors="pt")
+def test_pad_parity_with_transformers_5(tok, hf):
+    features = [tok(t) for t in BATCH[:3]]
+    for kwargs in ({}, {"padding": "max_length", "max_length": 30}, {"pad_to_multiple_of": 8, "return_tensors": "pt"},
+                   {"padding_side": "left"}):
+        assert jsonable(tok.pad(features, **kwargs)) == jsonable(hf.pad(features, **kwargs)), kwargs
+    batch = tok(BATCH[:3])
+    assert jsonable(tok.pad(batch)) == jsonable(hf.pad(batch)) == jsonable(tok(BATCH[:3], padding=True))
+
+
+def test_empty_batch_tensors(tok):
+    empty = tok([], return_tensors="pt", return_offsets_mapping=True)
     assert empty["input_ids"].shape == (0, 0) and empty["offset_mapping"].shape == (0, 0, 2)
 
 
-def test_no_padding_gives_ragged_rows(tok):
-    out = tok(["a", "Hello world!"], padding=False)
-    assert [len(r) for r in out["input_ids"]] == [len(tok.encode("a")), len(tok.encode("Hello world!"))]
+def test_ragged_rows_cannot_become_tensors(tok):
     with pytest.raises(ValueError, match="padding=True"):
-        tok(["a", "Hello world!"], padding=False, return_tensors="pt")
+        tok(["a", "Hello world!"], return_tensors="pt")
 
 
-def test_max_length_padding_never_cuts_longer_rows(tok):
-    text = "The quick brown fox jumps over the lazy dog."
-    n = len(tok.encode(text))
-    out = tok([text, "a"], padding="max_length", max_length=5)
-    assert out["input_ids"][0] == tok.encode(text).ids and len(out["input_ids"][1]) == n
-    assert out["num_truncated"] == [0, 0]
+def test_unsupported_options_are_errors(tok):
+    with pytest.raises(ValueError, match="overflowing"):
+        tok("Hello", truncation=True, max_length=3, return_overflowing_tokens=True, stride=1)
+    with pytest.raises(ValueError, match="pre-split words"):
+        tok(["Hello", "world"], is_split_into_words=True)
+    with pytest.raises(ValueError, match="text_target"):
+        tok()
 
 
 # ------------------------------------------------------------------------------ truncation
@@ -248,9 +260,9 @@ LONG = "The quick brown fox jumps over the lazy dog. Café 日本語 😀 " * 3
 
 @pytest.mark.parametrize("max_length", [2, 3, 10, 17])
 def test_truncation_single_parity_and_report(tok, hf, caplog, max_length):
-    full = len(tok.encode(LONG))
+    full = len(tok.encode_with_offsets(LONG))
     with caplog.at_level(logging.WARNING, logger="spacy_led"):
-        enc = tok.encode(LONG, max_length=max_length, truncation=True)
+        enc = tok.encode_with_offsets(LONG, max_length=max_length, truncation=True)
     ref, seq_ids = hf_encode(hf, LONG, truncation=True, max_length=max_length)
     assert_same(enc, ref, seq_ids)
     assert len(enc) == max_length
@@ -263,15 +275,15 @@ def test_truncation_single_parity_and_report(tok, hf, caplog, max_length):
 @pytest.mark.parametrize("max_length", [9, 12, 20, 25, 26])
 def test_truncation_pair_parity(tok, hf, strategy, max_length):
     a, b = LONG[:40], LONG
-    n_a = len(tok.encode(a, add_special_tokens=False))
-    n_b = len(tok.encode(b, add_special_tokens=False))
+    n_a = len(tok.encode_with_offsets(a, add_special_tokens=False))
+    n_b = len(tok.encode_with_offsets(b, add_special_tokens=False))
     budget = max_length - 4
     # tokenizers (hence HF) refuses to cut a sequence down to nothing; so does LEDTokenizer.
     if (strategy == "only_first" and n_b >= budget) or (strategy == "only_second" and n_a >= budget):
         with pytest.raises(ValueError, match="cannot fit"):
-            tok.encode(a, b, max_length=max_length, truncation=strategy)
+            tok.encode_with_offsets(a, b, max_length=max_length, truncation=strategy)
         return
-    enc = tok.encode(a, b, max_length=max_length, truncation=strategy)
+    enc = tok.encode_with_offsets(a, b, max_length=max_length, truncation=strategy)
     ref, seq_ids = hf_encode(hf, a, b, truncation=strategy, max_length=max_length)
     assert_same(enc, ref, seq_ids)
     assert len(enc) == max_length
@@ -280,64 +292,64 @@ def test_truncation_pair_parity(tok, hf, strategy, max_length):
 
 def test_truncation_longest_first_cuts_both_when_needed(tok):
     a = b = LONG
-    enc = tok.encode(a, b, max_length=21, truncation=True)  # budget 17: 8 + 9 pieces
+    enc = tok.encode_with_offsets(a, b, max_length=21, truncation=True)  # budget 17: 8 + 9 pieces
     assert enc.sequence_ids.count(0) == 8 and enc.sequence_ids.count(1) == 9
 
 
 def test_batch_truncation_reports_per_row(tok, hf, caplog):
     texts = ["short", LONG, "Hello world!"]
     with caplog.at_level(logging.WARNING, logger="spacy_led"):
-        out = tok(texts, max_length=8, truncation=True)
+        out = tok(texts, max_length=8, truncation=True, padding=True)
     ref = hf(texts, max_length=8, truncation=True, padding=True)
     assert out["input_ids"] == ref["input_ids"] and out["attention_mask"] == ref["attention_mask"]
-    expected = [max(0, len(tok.encode(t)) - 8) for t in texts]
-    assert out["num_truncated"] == expected and expected[1] > 0 and expected[0] == 0
+    expected = [max(0, len(tok.encode_with_offsets(t)) - 8) for t in texts]
+    assert out.num_truncated == expected and expected[1] > 0 and expected[0] == 0
     msgs = [r.getMessage() for r in caplog.records if r.name == "spacy_led"]
     assert len(msgs) == 1 and "1 of 3" in msgs[0] and f"{sum(expected)} piece" in msgs[0]
 
 
 def test_no_truncation_never_cuts(tok, caplog):
-    full = tok.encode(LONG)
+    full = tok.encode_with_offsets(LONG)
     with caplog.at_level(logging.WARNING, logger="spacy_led"):
-        enc = tok.encode(LONG, max_length=5, truncation=False)
-        out = tok([LONG], max_length=5)
+        enc = tok.encode_with_offsets(LONG, max_length=5, truncation=False)
+        out = tok([LONG], max_length=5, truncation=False)
     assert enc.ids == full.ids and enc.num_truncated == 0 and len(enc) > 5
-    assert out["input_ids"][0] == full.ids and out["num_truncated"] == [0]
+    assert out["input_ids"][0] == full.ids and out.num_truncated == [0]
     assert not [r for r in caplog.records if r.name == "spacy_led"]
 
 
 def test_truncation_defaults_to_model_max_length(vm_dir):
     small = LEDTokenizer.from_pretrained(vm_dir, model_max_length=12)
     assert small.model_max_length == 12
-    enc = small.encode(LONG, truncation=True)
-    assert len(enc) == 12 and enc.num_truncated == len(small.encode(LONG)) - 12
+    enc = small.encode_with_offsets(LONG, truncation=True)
+    assert len(enc) == 12 and enc.num_truncated == len(small.encode_with_offsets(LONG)) - 12
 
 
 def test_truncation_errors(tok):
     with pytest.raises(ValueError, match="special tokens"):
-        tok.encode("a", "b", max_length=3, truncation=True)
+        tok.encode_with_offsets("a", "b", max_length=3, truncation=True)
     with pytest.raises(ValueError, match="truncation"):
-        tok.encode("a", truncation="sideways")
+        tok.encode_with_offsets("a", truncation="sideways")
     with pytest.raises(ValueError, match="needs a text pair"):
-        tok.encode(LONG, max_length=5, truncation="only_second")
+        tok.encode_with_offsets(LONG, max_length=5, truncation="only_second")
     with pytest.raises(ValueError, match="max_length"):
-        tok.encode("a", max_length=-1, truncation=True)
+        tok.encode_with_offsets("a", max_length=-1, truncation=True)
 
 
 # -------------------------------------------------------------------------------- decoding
 @pytest.mark.parametrize("text", TEXTS + MASK_TEXTS, ids=range(len(TEXTS) + len(MASK_TEXTS)))
 def test_decode_parity(tok_json, hf_json, text):
-    ids = tok_json.encode(text).ids
+    ids = tok_json.encode_with_offsets(text).ids
     for skip in (False, True):
         assert tok_json.decode(ids, skip_special_tokens=skip) == hf_json.decode(ids, skip_special_tokens=skip)
     # Byte-level BPE is lossless: the raw pieces decode to the exact input (except the space that
     # <mask> absorbs by design).
     if text in TEXTS:
-        assert tok_json.decode(tok_json.encode(text, add_special_tokens=False).ids) == text
+        assert tok_json.decode(tok_json.encode_with_offsets(text, add_special_tokens=False).ids) == text
 
 
 def test_decode_clean_up_default_matches_hf(tok, hf):
-    ids = tok.encode("It's a test , isn't it ? Yes . No !").ids
+    ids = tok.encode_with_offsets("It's a test , isn't it ? Yes . No !").ids
     assert hf.clean_up_tokenization_spaces is False
     assert tok.decode(ids) == hf.decode(ids) == tok.decode(ids, clean_up_tokenization_spaces=False)
     raw = tok.decode(ids, skip_special_tokens=True)
@@ -347,14 +359,14 @@ def test_decode_clean_up_default_matches_hf(tok, hf):
 
 def test_batch_decode_parity_and_inputs(tok, hf):
     texts = ["Hello world!", "Café 😀", "", "日本語"]
-    batch = tok(texts, return_tensors="pt")["input_ids"]
+    batch = tok(texts, padding=True, return_tensors="pt")["input_ids"]
     for skip in (False, True):
         expected = hf.batch_decode(batch, skip_special_tokens=skip)
         assert tok.batch_decode(batch, skip_special_tokens=skip) == expected
         assert tok.batch_decode(batch.tolist(), skip_special_tokens=skip) == expected
         assert tok.batch_decode(list(batch), skip_special_tokens=skip) == expected
     assert tok.batch_decode(batch, skip_special_tokens=True) == texts
-    ids = tok.encode("Hello world!").ids
+    ids = tok.encode_with_offsets("Hello world!").ids
     assert tok.decode(torch.tensor(ids)) == tok.decode(ids) == tok.decode(tuple(ids))
     assert tok.decode(torch.tensor(ids[1])) == tok.decode(ids[1]) == tok.decode([ids[1]])
     np = pytest.importorskip("numpy")
@@ -380,7 +392,8 @@ def test_special_tokens_and_sizes(tok, tok_json, hf):
         assert t.cls_token_id == t.bos_token_id and t.sep_token_id == t.eos_token_id
         assert t.vocab_size == len(t) == len(hf) == VOCAB_SIZE
         assert t.model_max_length == 16384
-        assert t.all_special_ids == [0, 1, 2, 3, VOCAB_SIZE - 1]
+        assert t.all_special_ids == hf.all_special_ids == [0, 2, 3, 1, VOCAB_SIZE - 1]
+        assert t.all_special_tokens == hf.all_special_tokens and t.special_tokens_map == hf.special_tokens_map
     assert (hf.bos_token_id, hf.pad_token_id, hf.eos_token_id, hf.mask_token_id) == (0, 1, 2, VOCAB_SIZE - 1)
     assert tok.get_vocab() == hf.get_vocab()
 
@@ -399,14 +412,17 @@ def test_token_id_conversion_parity(tok, hf):
 
 
 def test_special_tokens_mask_helpers(tok, hf):
-    a = tok.encode("Hello world", add_special_tokens=False).ids
-    b = tok.encode("Café", add_special_tokens=False).ids
-    single, pair = tok.encode("Hello world"), tok.encode("Hello world", "Café")
+    a = tok.encode_with_offsets("Hello world", add_special_tokens=False).ids
+    b = tok.encode_with_offsets("Café", add_special_tokens=False).ids
+    single, pair = tok.encode_with_offsets("Hello world"), tok.encode_with_offsets("Hello world", "Café")
     assert tok.build_inputs_with_special_tokens(a) == single.ids
     assert tok.build_inputs_with_special_tokens(a, b) == pair.ids
     assert tok.get_special_tokens_mask(a) == single.special_tokens_mask
     assert tok.get_special_tokens_mask(a, b) == pair.special_tokens_mask
-    with_literal = tok.encode("x <s> y <mask>").ids
+    type_ids = hf("Hello world", "Café", return_token_type_ids=True)["token_type_ids"]
+    assert tok.create_token_type_ids_from_sequences(a, b) == type_ids == [0] * len(pair.ids)
+    assert tok.create_token_type_ids_from_sequences(a) == [0] * len(single.ids)
+    with_literal = tok.encode_with_offsets("x <s> y <mask>").ids
     assert tok.get_special_tokens_mask(with_literal, already_has_special_tokens=True) == \
         hf.get_special_tokens_mask(with_literal, already_has_special_tokens=True)
     assert sum(tok.get_special_tokens_mask(with_literal, already_has_special_tokens=True)) == 4
@@ -415,7 +431,7 @@ def test_special_tokens_mask_helpers(tok, hf):
 
 
 def test_literal_special_tokens_are_atomic(tok):
-    enc = tok.encode("<s>literal</s>", add_special_tokens=False)
+    enc = tok.encode_with_offsets("<s>literal</s>", add_special_tokens=False)
     assert enc.ids[0] == tok.bos_token_id and enc.ids[-1] == tok.eos_token_id
     assert enc.offsets[0] == (0, 3) and enc.offsets[-1] == (10, 14)
     # As in HF, only template tokens are flagged in special_tokens_mask, not literal ones.
@@ -425,8 +441,8 @@ def test_literal_special_tokens_are_atomic(tok):
 # ---------------------------------------------------------------------- loading and saving
 def test_both_layouts_agree(tok, tok_json):
     for text in TEXTS + MASK_TEXTS:
-        assert tok.encode(text).ids == tok_json.encode(text).ids
-        assert tok.encode(text).offsets == tok_json.encode(text).offsets
+        assert tok.encode_with_offsets(text).ids == tok_json.encode_with_offsets(text).ids
+        assert tok.encode_with_offsets(text).offsets == tok_json.encode_with_offsets(text).offsets
 
 
 def test_tokenizer_json_wins_over_vocab_merges(vm_dir, json_dir, tmp_path):
@@ -435,8 +451,8 @@ def test_tokenizer_json_wins_over_vocab_merges(vm_dir, json_dir, tmp_path):
     shutil.copytree(json_dir, d)
     (d / "vocab.json").write_text("{not json", encoding="utf-8")
     shutil.copy(vm_dir / "merges.txt", d / "merges.txt")
-    assert LEDTokenizer.from_pretrained(d).encode("Hello world").ids == \
-        LEDTokenizer.from_pretrained(vm_dir).encode("Hello world").ids
+    assert LEDTokenizer.from_pretrained(d).encode_with_offsets("Hello world").ids == \
+        LEDTokenizer.from_pretrained(vm_dir).encode_with_offsets("Hello world").ids
 
 
 def test_tokenizer_json_pipeline_is_rebuilt_like_hf(json_dir, tmp_path, transformers):
@@ -454,7 +470,7 @@ def test_tokenizer_json_pipeline_is_rebuilt_like_hf(json_dir, tmp_path, transfor
     hf = transformers.LEDTokenizerFast.from_pretrained(str(d))
     for text in ("Hello World", "  Café x", "A <mask> B"):
         ref, seq_ids = hf_encode(hf, text)
-        assert_same(ours.encode(text), ref, seq_ids)
+        assert_same(ours.encode_with_offsets(text), ref, seq_ids)
     assert ours.tokenize("Hello") == ["Hello"]
 
 
@@ -475,9 +491,9 @@ def test_save_pretrained_round_trip(tok, vm_dir, tmp_path, transformers):
         shutil.copy(out / name, only_vm / name)
     ours_vm = LEDTokenizer.from_pretrained(only_vm)
     for text in TEXTS + MASK_TEXTS:
-        expected = tok.encode(text)
-        assert ours.encode(text) == expected
-        assert ours_vm.encode(text).ids == expected.ids
+        expected = tok.encode_with_offsets(text)
+        assert ours.encode_with_offsets(text) == expected
+        assert ours_vm.encode_with_offsets(text).ids == expected.ids
         ref, _ = hf_encode(hf, text)
         assert_same(expected, ref)
     assert hf.mask_token_id == tok.mask_token_id and hf.pad_token_id == tok.pad_token_id
@@ -490,10 +506,10 @@ def test_save_pretrained_keeps_add_prefix_space(vm_dir, tmp_path, transformers):
     hf = transformers.LEDTokenizerFast.from_pretrained(str(tmp_path / "aps"))
     assert ours.add_prefix_space is True and ours.model_max_length == 256 == hf.model_max_length
     for text in ("Hello world", "Hello", "日本"):
-        assert ours.encode(text) == t.encode(text)
+        assert ours.encode_with_offsets(text) == t.encode_with_offsets(text)
         ref, _ = hf_encode(hf, text)
-        assert_same(ours.encode(text), ref)
-    assert ours.encode("Hello").ids != LEDTokenizer.from_pretrained(vm_dir).encode("Hello").ids
+        assert_same(ours.encode_with_offsets(text), ref)
+    assert ours.encode_with_offsets("Hello").ids != LEDTokenizer.from_pretrained(vm_dir).encode_with_offsets("Hello").ids
 
 
 def test_save_vocabulary_includes_added_only_tokens(json_dir, tmp_path):
@@ -509,7 +525,7 @@ def test_save_vocabulary_includes_added_only_tokens(json_dir, tmp_path):
     t.save_vocabulary(tmp_path / "v2")
     back = LEDTokenizer.from_pretrained(tmp_path / "v2")
     assert back.mask_token_id == VOCAB_SIZE - 1
-    assert back.encode("Hello <mask> world").ids == t.encode("Hello <mask> world").ids
+    assert back.encode_with_offsets("Hello <mask> world").ids == t.encode_with_offsets("Hello <mask> world").ids
 
 
 def test_save_vocabulary_only_writes_two_files(tok, tmp_path):
@@ -529,7 +545,7 @@ def test_tokenizer_config_is_honoured(vm_dir, tmp_path, transformers):
     assert ours.model_max_length == 128 and ours.add_prefix_space is True
     for text in ("Hello world", "Hello", "  x", "日本"):
         ref, seq_ids = hf_encode(hf, text)
-        assert_same(ours.encode(text), ref, seq_ids)
+        assert_same(ours.encode_with_offsets(text), ref, seq_ids)
     # With the prefix space, a first word is tokenized like a word after a space.
     assert ours.tokenize("Hello")[0].startswith("Ġ")
     # HF's "no limit" (1e30) is not a usable length: fall back to LED's 16384.
@@ -544,7 +560,7 @@ def test_special_tokens_map_flags(vm_dir, tmp_path):
     (d / "special_tokens_map.json").write_text(json.dumps(
         {"mask_token": {"content": "<mask>", "lstrip": False, "rstrip": False}}))
     plain = LEDTokenizer.from_pretrained(d)
-    ids = plain.encode("Hello <mask>", add_special_tokens=False).ids
+    ids = plain.encode_with_offsets("Hello <mask>", add_special_tokens=False).ids
     assert plain.convert_ids_to_tokens(ids) == ["Hello", "Ġ", "<mask>"]
 
 
@@ -555,7 +571,7 @@ def test_to_bytes_round_trip(vm_dir):
     back = LEDTokenizer.from_bytes(data)
     assert back.model_max_length == 1000 and back.add_prefix_space is True
     for text in TEXTS + MASK_TEXTS:
-        assert back.encode(text) == t.encode(text)
+        assert back.encode_with_offsets(text) == t.encode_with_offsets(text)
     assert back.to_bytes() == data
     with pytest.raises(ValueError, match="Not a serialized LEDTokenizer"):
         LEDTokenizer.from_bytes(b"garbage")
@@ -567,7 +583,7 @@ def test_to_bytes_round_trip(vm_dir):
 
 def test_pickle_round_trip(tok):
     back = pickle.loads(pickle.dumps(tok))
-    assert back.encode("Hello <mask> 😀", "pair").ids == tok.encode("Hello <mask> 😀", "pair").ids
+    assert back.encode_with_offsets("Hello <mask> 😀", "pair").ids == tok.encode_with_offsets("Hello <mask> 😀", "pair").ids
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -622,10 +638,10 @@ def test_vocab_without_mask_is_rejected(vm_dir, tmp_path):
 @pytest.mark.parametrize("bad,name", [(123, "int"), (None, "NoneType"), (b"bytes", "bytes"), (["a"], "list")])
 def test_bad_text_types(tok, bad, name):
     with pytest.raises(TypeError, match=name):
-        tok.encode(bad)
+        tok.encode_with_offsets(bad)
     if bad is not None:  # pair=None means "no pair"
         with pytest.raises(TypeError, match=name):
-            tok.encode("ok", bad)
+            tok.encode_with_offsets("ok", bad)
 
 
 def test_bad_batch_inputs(tok):
@@ -635,21 +651,63 @@ def test_bad_batch_inputs(tok):
         tok(42)
     with pytest.raises(TypeError, match=r"pairs\[0\].*int"):
         tok(["a"], [3])
+    with pytest.raises(TypeError, match="text_pair must be a str"):
+        tok("a", ["b"])
     with pytest.raises(ValueError, match="2 texts but 1 pairs"):
         tok(["a", "b"], ["c"])
-    with pytest.raises(TypeError, match="pairs is a str"):
+    with pytest.raises(TypeError, match="text_pair is a str"):
         tok(["a", "b"], "c")
     with pytest.raises(ValueError, match="padding"):
         tok(["a"], padding="sideways")
     with pytest.raises(ValueError, match="return_tensors"):
-        tok(["a"], return_tensors="np")
+        tok(["a"], return_tensors="tf")
     with pytest.raises(ValueError, match="pad_to_multiple_of"):
-        tok(["a"], pad_to_multiple_of=0)
+        tok(["a"], padding=True, pad_to_multiple_of=0)
+    with pytest.raises(ValueError, match="padding_side"):
+        tok(["a", "bc"], padding=True, padding_side="middle")
+    with pytest.raises(ValueError, match="input_ids"):
+        tok.pad([{"attention_mask": [1]}])
     with pytest.raises(TypeError, match="str"):
         tok.tokenize(3.5)
 
 
-def test_single_string_call_is_a_batch_of_one(tok):
-    out = tok("Hello world", "Café")
-    assert out["input_ids"] == [tok.encode("Hello world", "Café").ids]
-    assert out["num_truncated"] == [0]
+# ------------------------------------------------------- transformers 4.46.3 (committed fixture)
+FIXTURE_446 = Path(__file__).parent / "fixtures" / "led_tokenizer_446"
+CASES_446 = json.loads((FIXTURE_446 / "expected.json").read_text("utf-8"))["cases"]
+
+
+@pytest.fixture(scope="module")
+def tok_446():
+    return LEDTokenizer.from_pretrained(FIXTURE_446)
+
+
+@pytest.mark.parametrize("case", CASES_446, ids=[f"{i}-{c['method']}" for i, c in enumerate(CASES_446)])
+def test_transformers_446_parity(tok_446, case):
+    """Every method the LED documentation names, against transformers 4.46.3 (tests/fixtures/README.md).
+
+    The reference is LEDTokenizerFast; where it raises (get_special_tokens_mask on raw ids), LEDTokenizer.
+    They differ in one case, tok(A, ""): the fast tokenizer (like transformers 5) drops the empty pair and the
+    slow one keeps it; this tokenizer follows the fast one."""
+    expected = case["fast"] if case["fast"] is not None else case["slow"]
+    assert expected is not None
+    result = getattr(tok_446, case["method"])(*case["args"], **case["kwargs"])
+    assert jsonable(result) == expected
+
+
+def test_save_vocabulary_parity(tok_446, tmp_path):
+    """save_vocabulary writes what transformers 4.46.3's LED tokenizers write (names, vocabulary, merges)."""
+    expected = json.loads((FIXTURE_446 / "expected.json").read_text("utf-8"))["save_vocabulary"]
+    files = [Path(f) for f in tok_446.save_vocabulary(tmp_path, filename_prefix="led")]
+    ours = {"files": [f.name for f in files], "vocab": json.loads(files[0].read_text("utf-8")),
+            "merges": files[1].read_text("utf-8").splitlines()}
+    assert ours == expected["fast"] == expected["slow"]
+
+
+def test_pad_left_keeps_the_global_mask_aligned(tok_446):
+    """transformers 4.46.3 pads global_attention_mask on the tokenizer's padding_side even when pad() is given
+    another one, which shifts it against the ids; here it follows the ids."""
+    features = [{"input_ids": [0, 68, 319, 2], "global_attention_mask": [1, 0, 1, 0]}, {"input_ids": [0, 2],
+                "global_attention_mask": [1, 0]}]
+    out = tok_446.pad(features, padding_side="left")
+    assert out["input_ids"][1] == [1, 1, 0, 2] and out["attention_mask"][1] == [0, 0, 1, 1]
+    assert out["global_attention_mask"] == [[1, 0, 1, 0], [-1, -1, 1, 0]]

@@ -52,7 +52,7 @@ def train_bpe(vocab_size: int = 500) -> tuple[dict[str, int], list[tuple[str, st
     ``vocab_size`` counts everything, ``<mask>`` included; it must leave room for the 4 leading
     special tokens, the 256 byte symbols and ``<mask>``.
     """
-    from spacy_led.tokenizer import train_bpe_vocab
+    from spacy_led.bpe import train_bpe_vocab
 
     return train_bpe_vocab(CORPUS * 3, vocab_size)
 
@@ -98,3 +98,15 @@ def make_tokenizer_json_dir(path, vocab_size: int = 500) -> Path:
     )
     tok.save(str(path / "tokenizer.json"))
     return path
+
+
+def jsonable(value):
+    """Tensors, arrays, tuples and dict-like batches as plain JSON values (lists, dicts), so the outputs of two
+    tokenizers, or one and a stored reference, compare with ``==``."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if hasattr(value, "keys"):  # dict, BatchEncoding (a UserDict in transformers 4)
+        return {k: jsonable(value[k]) for k in value.keys()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value

@@ -141,7 +141,7 @@ class LEDPipe(TrainablePipe):
 
     # ---- Doc -> windows ---------------------------------------------------------------------------------
     def _encode_doc(self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None) -> Encoded:
-        encoding = self.tokenizer.encode(doc.text, add_special_tokens=False)
+        encoding = self.tokenizer.encode_with_offsets(doc.text, add_special_tokens=False)
         attention: GlobalAttention = to_global_attention((strategy or self.global_attention)(doc), doc)
         mask = global_mask_for_pieces(
             GlobalAttention(bos=False, char_spans=attention.char_spans), encoding.offsets, [0] * len(encoding.ids)

@@ -60,7 +60,7 @@ class LEDQuestionAnswerer(LEDPipe):
         """``<s> question </s></s> document-part </s>`` windows, global attention on ``<s>`` and the question
         (transformers' recommendation for QA) besides what the strategy marks in the document."""
         tok = self.tokenizer
-        q_ids = tok.encode(question, add_special_tokens=False).ids
+        q_ids = tok.encode(question, add_special_tokens=False)
         if not q_ids:
             return []
         prefix = [*q_ids, tok.eos_token_id, tok.eos_token_id]

@@ -61,7 +61,7 @@ class LEDSummarizer(LEDPipe):
 
     def _reduce(self, text: str) -> str:
         """Summarise the joined window summaries again, when they fit in one window."""
-        ids = self.tokenizer.encode(text, add_special_tokens=False).ids
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
         if not ids or len(ids) + 2 > self.max_input_length:
             return text
         window = Window(0, [self.tokenizer.bos_token_id, *ids, self.tokenizer.eos_token_id],
