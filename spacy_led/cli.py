@@ -64,7 +64,8 @@ def add_apply_command(sub) -> None:
     p.add_argument("--n-process", type=int, default=1,
                    help="worker processes (CPU only), or Ray workers with --ray (default: 1)")
     p.add_argument("--gpu-id", type=int, default=-1, help="GPU to run on (spacy.require_gpu); -1: CPU")
-    p.add_argument("--errors", default=None, help="errors file (default: OUTPUT.errors.jsonl)")
+    p.add_argument("--errors", default=None,
+                   help="errors file (default: OUTPUT.errors.jsonl; with --ray, the merged one: MERGED.errors.jsonl)")
     p.add_argument("--spacy-output", default=None, metavar="PATH.spacy",
                    help="also write a DocBin with the annotations (store_user_data=True); with --ray, DocBin "
                         "parts, merged into PATH by --merge or spacy-led merge")

@@ -31,8 +31,15 @@ def mark_failed(name, pipe, docs, err) -> None:
         _WORKER_ERRORS.append(reason)
 
 
-def _lost_reason() -> str:
-    return _WORKER_ERRORS[-1] if _WORKER_ERRORS else "lost by a worker process"
+def _lost_reason(doc) -> str:
+    """Why no Doc came back for ``doc``: spaCy drops a Doc on which a component without its own ``pipe``
+    failed (after calling the error handler, which marked it here, in this process), and a worker process that
+    dies takes its batch with it."""
+    if ERROR_KEY in doc.user_data:
+        return doc.user_data[ERROR_KEY]
+    if _WORKER_ERRORS:
+        return _WORKER_ERRORS[-1]
+    return "no result came back: a component dropped the document after an error, or its worker process died"
 
 
 def _load_malloc_trim():
@@ -113,22 +120,23 @@ class Engine:
 
     def run(self, items: Iterable[Item], batch_size: int, n_process: int = 1) -> Iterator[Outcome]:
         """One Outcome per Item, in input order."""
-        sent: Dict[int, Item] = {}
+        sent: Dict[int, Tuple[Item, Any]] = {}  # in flight: the Item and the Doc made of it
 
         def docs_in() -> Iterator[Any]:
             for seq, item in enumerate(items):
-                sent[seq] = item
-                yield self.prepare(item, seq)
+                doc = self.prepare(item, seq)
+                sent[seq] = (item, doc)
+                yield doc
 
         del _WORKER_ERRORS[:]
         next_seq = 0
         for doc in self.nlp.pipe(docs_in(), batch_size=batch_size, n_process=n_process):
             seq = doc.user_data.pop(SEQ_KEY)
-            while next_seq < seq:  # Docs a worker process lost with its batch
-                item = sent.pop(next_seq)
-                yield Outcome(item, error=error_record(item, _lost_reason()))
+            while next_seq < seq:  # Docs that did not come back
+                item, lost = sent.pop(next_seq)
+                yield Outcome(item, error=error_record(item, _lost_reason(lost)))
                 next_seq += 1
-            item = sent.pop(seq)
+            item, _ = sent.pop(seq)
             next_seq = seq + 1
             reason = doc.user_data.pop(READ_ERROR_KEY, None) or doc.user_data.pop(ERROR_KEY, None)
             if reason is not None:
@@ -136,8 +144,8 @@ class Engine:
             else:
                 yield Outcome(item, record=self.record(doc), doc=doc)
         for seq in sorted(sent):
-            item = sent.pop(seq)
-            yield Outcome(item, error=error_record(item, _lost_reason()))
+            item, lost = sent.pop(seq)
+            yield Outcome(item, error=error_record(item, _lost_reason(lost)))
 
 
 def pending(items: Iterable[Item], done_ids: Set[str] = frozenset(), errored: Set[Tuple[str, Any]] = frozenset(),

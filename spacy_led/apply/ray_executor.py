@@ -236,16 +236,20 @@ class RayExecutor(Executor):
                 progress.update(entry["documents"] + entry["failed"], entry["tokens"])
         except KeyboardInterrupt:
             result.interrupted = True
+        except Exception as err:  # noqa: BLE001 - a part failed outside any document (its workers are retried
+            # by Ray; this is what is left, e.g. a pipeline the workers cannot load): the finished parts stay
+            result.stopped = f"{type(err).__name__}: {err}"
         finally:
             progress.close()
             manifest.close()
             result.seconds = time.perf_counter() - start
-        if not result.interrupted:
+        if not (result.interrupted or result.stopped):
             manifest.mark_complete()
             if options.merge:
                 from .merge import merge_parts
 
-                merged = merge_parts(str(out_dir), options.merge, spacy_output=options.spacy_output)
+                merged = merge_parts(str(out_dir), options.merge, errors=options.errors,
+                                     spacy_output=options.spacy_output)
                 result.output = f"{out_dir} (merged: {merged.output})"
                 result.errors = merged.errors
         return result
@@ -257,7 +261,8 @@ def _check_model(options: ApplyOptions) -> None:
 
     if options.checkpoint and not Path(options.checkpoint).is_dir():
         raise UsageError(f"checkpoint {options.checkpoint!r} is not a directory (a HuggingFace LED download).")
-    if options.model and not Path(options.model).exists() and not is_package(options.model):
-        raise UsageError(f"cannot load pipeline {options.model!r}: not a directory or an installed package.")
+    if options.model and not is_package(options.model) and not (Path(options.model) / "config.cfg").is_file():
+        raise UsageError(f"cannot load pipeline {options.model!r}: not a pipeline directory (with config.cfg) "
+                         f"or an installed package.")
     if options.code and not Path(options.code).is_file():
         raise UsageError(f"--code {options.code!r} is not a file.")

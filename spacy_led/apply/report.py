@@ -16,20 +16,21 @@ class Result:
     tokens: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    stopped: Optional[str] = None  # why a run stopped before its end without being interrupted
     output: str = ""
     errors: str = ""
 
     @property
     def exit_code(self) -> int:
-        """0 all documents done, 1 some failed (now or in an earlier run), 130 interrupted."""
+        """0 all documents done, 1 some failed (now or in an earlier run) or the run stopped, 130 interrupted."""
         if self.interrupted:
             return 130
-        return 1 if (self.failed or self.failed_before) else 0
+        return 1 if (self.failed or self.failed_before or self.stopped) else 0
 
     def summary(self) -> str:
         rate = self.done / self.seconds if self.seconds > 0 else 0.0
         lines = [
-            f"{'Interrupted' if self.interrupted else 'Finished'} in {self.seconds:.1f}s: "
+            f"{'Interrupted' if self.interrupted else 'Stopped' if self.stopped else 'Finished'} in {self.seconds:.1f}s: "
             f"{self.done} documents done ({rate:.1f} docs/s, {self.tokens / max(self.seconds, 1e-9):.0f} tokens/s), "
             f"{self.failed} failed, {self.skipped} skipped (already done in a previous run"
             + (f", {self.failed_before} of them failed" if self.failed_before else "") + ").",
@@ -37,7 +38,9 @@ class Result:
         ]
         if self.failed or self.failed_before:
             lines.append(f"Some documents FAILED: see {self.errors} (exit status 1).")
-        if self.interrupted:
+        if self.stopped:
+            lines.append(f"The run STOPPED: {self.stopped}")
+        if self.interrupted or self.stopped:
             lines.append("Run the same command again to resume where this run stopped.")
         return "\n".join(lines)
 
