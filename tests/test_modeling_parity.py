@@ -1,12 +1,13 @@
 """Numerical parity of spacy_led.modeling with transformers' LED, in float32.
 
-Tolerance: max |ours - reference| <= 1e-5 x max |reference| (LED_FACTS: summation order differs between the
-blocked and the overlapping-chunk formulations, so bit equality is impossible).
+Tolerance: max |ours - reference| <= 1e-5 x max |reference| (the summation order differs between the blocked
+and the overlapping-chunk formulations, so bit equality is impossible).
 """
 import pytest
 import torch
 
 from spacy_led.modeling import LEDForConditionalGeneration, LEDForQuestionAnswering, LEDModel, shift_tokens_right
+from spacy_led.modeling.attention import EncoderMaskLayout
 
 from conftest import TINY, make_batch, relative_error
 
@@ -21,12 +22,39 @@ def _assert_states(ours, ref, mask, tol=TOL):
 
 
 CASES = {
-    # name: (length, real lengths per row, global positions per row)
+    # name: (length, real lengths per row, global positions per row). TINY's windows are 8 and 16 (one-sided 4
+    # and 8): up to 12 / 24 tokens take one dense block, longer inputs blocks of w. With 4 heads and d_model 32,
+    # 8 or more global tokens in a row take the direct global path, fewer the folded one.
     "padded_mixed_globals": (123, (123, 100, 50), ((0, 7, 60), (0,), ())),
     "short_dense_block": (10, (10, 7, 10), ((0,), (), (3, 9))),
+    "dense_block_direct_globals": (10, (10, 10, 6), (tuple(range(8)), (0,), ())),
     "many_globals_direct_path": (70, (70, 70, 41), (tuple(range(0, 60, 5)), (1, 2), (0,))),
     "no_globals": (45, (45, 30, 45), ((), (), ())),
 }
+
+
+def _case_inputs(case):
+    length, lengths, globals_ = CASES[case]
+    return make_batch(length=length, pad_lengths=lengths, globals_per_row=globals_)
+
+
+def _kernel_paths(model, case):
+    """The encoder kernel's paths that a case takes, one (local part, global rows) pair per layer."""
+    ids, mask, glob = _case_inputs(case)
+    layout = EncoderMaskLayout.build(mask, glob)
+    paths = set()
+    for layer in model.led.encoder.layers:
+        attention = layer.self_attn.longformer_self_attn
+        local = "dense_block" if layout.block_size(attention.one_sided_attn_window_size) == ids.shape[1] else "blocked"
+        rows = "none" if not layout.has_global else (
+            "folded" if attention.folds_global_projections(layout.num_global) else "direct")
+        paths.add((local, rows))
+    return paths
+
+
+def _same_length(mine, theirs, expected_length):
+    assert len(mine) == len(theirs) == expected_length
+    return zip(mine, theirs)
 
 
 @pytest.fixture(scope="module")
@@ -35,39 +63,55 @@ def cg_pair(hf_generation_checkpoint):
     return reference, LEDForConditionalGeneration.from_pretrained(path)
 
 
+def test_cases_cover_every_kernel_path(cg_pair):
+    """The cases below, each run with and without output_attentions, reach every path of the encoder kernel."""
+    _, ours = cg_pair
+    covered = set().union(*(_kernel_paths(ours, case) for case in CASES))
+    assert covered >= {(local, rows) for local in ("dense_block", "blocked") for rows in ("folded", "direct")}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_conditional_generation_forward_matches(cg_pair, case):
     reference, ours = cg_pair
-    length, lengths, globals_ = CASES[case]
-    ids, mask, glob = make_batch(length=length, pad_lengths=lengths, globals_per_row=globals_)
+    ids, mask, glob = _case_inputs(case)
     decoder_ids = torch.randint(4, TINY["vocab_size"], (3, 17), generator=torch.Generator().manual_seed(3))
     kwargs = dict(input_ids=ids, attention_mask=mask, global_attention_mask=glob, decoder_input_ids=decoder_ids,
                   output_hidden_states=True)
     with torch.no_grad():
         expected = reference(**kwargs)
         actual = ours(**kwargs)
+    # transformers' fields in its order (ours adds the decoder's last_hidden_state at the end)
+    assert actual.keys() == [*expected.keys(), "last_hidden_state"]
     _assert_states(actual.encoder_last_hidden_state, expected.encoder_last_hidden_state, mask)
-    for mine, theirs in zip(actual.encoder_hidden_states, expected.encoder_hidden_states):
+    layers = TINY["encoder_layers"] + 1  # the embeddings, then each layer
+    for mine, theirs in _same_length(actual.encoder_hidden_states, expected.encoder_hidden_states, layers):
         _assert_states(mine, theirs, mask)
     assert relative_error(actual.logits, expected.logits) <= TOL
-    for mine, theirs in zip(actual.decoder_hidden_states, expected.decoder_hidden_states):
+    layers = TINY["decoder_layers"] + 1
+    for mine, theirs in _same_length(actual.decoder_hidden_states, expected.decoder_hidden_states, layers):
         assert relative_error(mine, theirs) <= TOL
 
 
-def test_attention_probabilities_match(cg_pair):
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_attention_probabilities_match(cg_pair, case):
     reference, ours = cg_pair
-    ids, mask, glob = make_batch()
+    ids, mask, glob = _case_inputs(case)
     kwargs = dict(input_ids=ids, attention_mask=mask, global_attention_mask=glob, output_attentions=True)
     with torch.no_grad():
         expected = reference(**kwargs)
         actual = ours(**kwargs)
-    assert len(actual.encoder_attentions) == len(expected.encoder_attentions) == TINY["encoder_layers"]
-    for mine, theirs in zip(actual.encoder_attentions, expected.encoder_attentions):
+    layers = TINY["encoder_layers"]
+    for mine, theirs in _same_length(actual.encoder_attentions, expected.encoder_attentions, layers):
         assert relative_error(mine, theirs) <= TOL  # (B, H, L, G + 2w + 1), relative layout
-    for mine, theirs in zip(actual.encoder_global_attentions, expected.encoder_global_attentions):
-        assert relative_error(mine, theirs) <= TOL  # (B, H, L_padded, G)
+    if glob.any():
+        pairs = _same_length(actual.encoder_global_attentions, expected.encoder_global_attentions, layers)
+        for mine, theirs in pairs:
+            assert relative_error(mine, theirs) <= TOL  # (B, H, L_padded, G)
+    else:
+        assert actual.encoder_global_attentions is None and expected.encoder_global_attentions is None
+    layers = TINY["decoder_layers"]
     for name in ("decoder_attentions", "cross_attentions"):
-        for mine, theirs in zip(getattr(actual, name), getattr(expected, name)):
+        for mine, theirs in _same_length(getattr(actual, name), getattr(expected, name), layers):
             assert relative_error(mine, theirs) <= TOL
     # Outputs with the probabilities materialised equal the fused-kernel path.
     with torch.no_grad():
@@ -141,6 +185,7 @@ def test_base_model_matches(hf_base_checkpoint):
     with torch.no_grad():
         expected = reference(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
         actual = ours(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
+    assert actual.keys() == list(expected.keys())
     # No decoder_input_ids: both shift input_ids right.
     assert relative_error(actual.last_hidden_state, expected.last_hidden_state) <= TOL
     _assert_states(actual.encoder_last_hidden_state, expected.encoder_last_hidden_state, mask)

@@ -1,20 +1,23 @@
 """Attention for LED: the encoder's sliding-window + global attention and the decoder's cached attention.
 
-The encoder attention computes exactly what HuggingFace's ``LEDEncoderSelfAttention`` computes (see
-``shared/LED_FACTS.md``) with another formulation, built for long inputs:
+``dense_encoder_attention`` states what LED's encoder self-attention computes (as transformers'
+``LEDEncoderSelfAttention`` does), plainly and in O(L²). ``LEDEncoderSelfAttention`` computes the same thing
+with another formulation, built for long inputs, and is tested against it (tests/test_attention_kernel.py):
 
 * Local part, blocked: queries are cut into blocks of ``w`` (the one-sided window); block ``b`` attends the
   ``3w`` keys around it plus the global tokens' keys, with an additive band mask. Every block is one batch
   entry of ``scaled_dot_product_attention`` (4-D tensors), so the fused CPU/GPU kernels do the work, memory
   grows linearly with the length and the input is only padded to a multiple of ``w``, not of the window.
-  Sequences shorter than ``3w`` use one dense block.
+  Sequences of at most ``3w`` tokens use one dense block.
 * Global rows: a global query attends all non-padding tokens through ``key_global`` / ``value_global``. With
   few global tokens the projections are folded into the query and the output instead of projecting every
-  token: ``q·(Wk h + bk) = (Wkᵀq)·h + const`` (the constant cancels in the softmax) and
+  token: ``q·(Wk h + bk) = (Wkᵀq)·h + q·bk`` (the last term is one constant per row) and
   ``Σ p (Wv h + bv) = Wv (Σ p h) + bv``. That costs ``O(G·H·L·d)`` instead of two ``O(L·d²)`` passes.
 
 ``EncoderMaskLayout`` holds what the layers share (padding, global positions, band masks per window), built
-once per forward pass.
+once per forward pass. With ``output_attentions`` the kernel returns ``EncoderAttentionProbs``, the
+probabilities in the shapes of the sparse pattern; ``transformers_attention_layout`` turns them into the
+tensors transformers returns.
 """
 from __future__ import annotations
 
@@ -29,6 +32,50 @@ from torch.nn import functional as F
 
 def _min_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min
+
+
+def dense_encoder_attention(
+    query, key, value, query_global, key_global, value_global, attention_mask, global_attention_mask, one_sided
+):
+    """LED's encoder self-attention, written for reading rather than speed (O(L²) time and memory): the
+    specification the fast kernel is tested against; the model never calls it.
+
+    Projections (B, H, L, D); masks (B, L) as the model takes them. Returns the output (B, H, L, D) before the
+    output projection and the probabilities (B, H, L, L), padding rows zero."""
+    is_pad = attention_mask == 0
+    is_global = (global_attention_mask != 0) & ~is_pad  # a padding token marked global stays padding
+    positions = torch.arange(query.shape[2], device=query.device)
+    in_window = (positions[:, None] - positions[None, :]).abs() <= one_sided  # (L, L)
+    # Every query attends the normal tokens of its window and every global token, with the local projections.
+    may_attend = (in_window & ~is_global[:, None, :]) | is_global[:, None, :]
+    may_attend = (may_attend & ~is_pad[:, None, :])[:, None]  # (B, 1, L, L)
+    scores = query @ key.transpose(-1, -2) / math.sqrt(query.shape[-1])
+    probs = torch.softmax(scores.float().masked_fill(~may_attend, -math.inf), dim=-1).to(query.dtype)
+    out = probs @ value
+    # A global token's own row attends every non-padding token, with the global projections.
+    global_scores = query_global @ key_global.transpose(-1, -2) / math.sqrt(query.shape[-1])
+    global_scores = global_scores.float().masked_fill(is_pad[:, None, None, :], -math.inf)
+    global_probs = torch.softmax(global_scores, dim=-1).to(query.dtype)
+    global_row = is_global[:, None, :, None]
+    out = torch.where(global_row, global_probs @ value_global, out)
+    probs = torch.where(global_row, global_probs, probs)
+    padding_row = is_pad[:, None, :, None]
+    return out.masked_fill(padding_row, 0.0), probs.masked_fill(padding_row, 0.0)
+
+
+@dataclass
+class EncoderAttentionProbs:
+    """One encoder layer's attention probabilities in the shapes of its sparse pattern (never L x L).
+
+    ``band`` (B, H, L, 2w + 1): what query i gives key i - w + r, through the local projections (0 where that
+    key is outside the sequence, padding or global). ``to_global`` (B, H, L, G): what query i gives the g-th
+    global token of its row, through the local projections. The rows of global tokens in these two are what
+    the local pass computed there; their output comes from ``of_global`` (B, H, G, L): each global token's
+    row over every token, through the global projections (None when no token is global)."""
+
+    band: torch.Tensor
+    to_global: torch.Tensor
+    of_global: Optional[torch.Tensor]
 
 
 @dataclass
@@ -135,7 +182,8 @@ class LEDEncoderSelfAttention(nn.Module):
 
     def forward(
         self, hidden_states: torch.Tensor, layout: EncoderMaskLayout, output_attentions: bool = False
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    ) -> Tuple[torch.Tensor, Optional[EncoderAttentionProbs]]:
+        """Output (B, L, H*D) before the output projection, and the probabilities if ``output_attentions``."""
         batch, length, _ = hidden_states.shape
         heads, head_dim = self.num_heads, self.head_dim
         q = self.query(hidden_states).view(batch, length, heads, head_dim)
@@ -144,20 +192,20 @@ class LEDEncoderSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
 
         if output_attentions:
-            out, local_probs = self._local_attention_explicit(q, k, v, layout, dropout)
+            out, band, to_global = self._local_attention_explicit(q, k, v, layout, dropout)
         else:
-            out, local_probs = self._local_attention(q, k, v, layout, dropout), None
+            out = self._local_attention(q, k, v, layout, dropout)
 
-        global_probs = None
+        of_global = None
         if layout.has_global:
-            global_out, global_probs = self._global_rows(hidden_states, layout, dropout, output_attentions)
+            global_out, of_global = self._global_rows(hidden_states, layout, dropout, output_attentions)
             rows = layout.global_slot_valid
             batch_index = torch.arange(batch, device=out.device)[:, None].expand_as(rows)[rows]
             out = out.index_put((batch_index, layout.global_index[rows]), global_out[rows])
-            if local_probs is not None:
-                local_probs = local_probs.masked_fill(layout.is_global[:, :, None, None], 0.0)
         out = out.masked_fill(layout.is_pad[:, :, None], 0.0)
-        return out, local_probs, global_probs
+        if not output_attentions:
+            return out, None
+        return out, EncoderAttentionProbs(band, to_global, of_global)
 
     # ---- local (sliding window) part ------------------------------------------------------------------
     def _blocked_keys(self, states: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
@@ -203,10 +251,8 @@ class LEDEncoderSelfAttention(nn.Module):
         return self._unblock(out, batch, length)
 
     def _local_attention_explicit(self, q, k, v, layout: EncoderMaskLayout, dropout: float):
-        """The same as ``_local_attention`` with the probabilities materialised, for ``output_attentions``.
-
-        Returns the probabilities in HuggingFace's layout (B, L, H, G + 2w + 1): the global keys first, then
-        the band in relative order (key i - w ... i + w)."""
+        """``_local_attention`` with the probabilities materialised, for ``output_attentions``. Returns the
+        output and the probabilities as ``EncoderAttentionProbs``' ``band`` and ``to_global``."""
         batch, length, heads, head_dim = q.shape
         w = self.one_sided_attn_window_size
         queries = self._blocked_queries(q, layout) / math.sqrt(head_dim)
@@ -216,25 +262,34 @@ class LEDEncoderSelfAttention(nn.Module):
         out = F.dropout(probs, dropout, self.training) @ self._blocked_keys(v, layout)
         out = self._unblock(out, batch, length)
 
+        # A block's keys are its window span (the whole sequence for one dense block), then the global keys.
+        # Query a of a block finds its relative key r (key a + r - w of the sequence) at a + r - w + shift.
         block = queries.shape[2]
-        n_global = layout.num_global
-        band_width = probs.shape[-1] - n_global
-        # Relative band: query at block offset a sees key offset a + r - (w - shift), r in 0..2w.
+        band_width = probs.shape[-1] - layout.num_global
         shift = 0 if block == length else w
         a = torch.arange(block, device=q.device)[:, None]
         r = torch.arange(2 * w + 1, device=q.device)[None, :]
-        key_pos = a + r - w + shift  # (c, 2w+1) index into the block's keys
+        key_pos = a + r - w + shift  # (c, 2w+1)
         valid = (key_pos >= 0) & (key_pos < band_width)
-        gathered = torch.gather(
+        band = torch.gather(
             probs[..., :band_width], -1, key_pos.clamp(0, band_width - 1).expand(*probs.shape[:2], -1, -1)
         ).masked_fill(~valid, 0.0)
-        rel = torch.cat([probs[..., band_width:], gathered], dim=-1)  # (B*nb, H, c, G + 2w + 1)
-        rel = rel.view(batch, -1, heads, block, rel.shape[-1]).transpose(2, 3)
-        rel = rel.reshape(batch, -1, heads, rel.shape[-1])[:, :length]
-        rel = rel.masked_fill(layout.is_pad[:, :, None, None], 0.0)
-        return out, rel
+        return out, self._rows_by_head(band, batch, length), self._rows_by_head(probs[..., band_width:], batch, length)
+
+    @staticmethod
+    def _rows_by_head(blocked: torch.Tensor, batch: int, length: int) -> torch.Tensor:
+        """(B*nb, H, c, X) per-block rows -> (B, H, L, X)."""
+        entries, heads, block, width = blocked.shape
+        n_blocks = entries // batch
+        rows = blocked.view(batch, n_blocks, heads, block, width).transpose(1, 2)
+        return rows.reshape(batch, heads, n_blocks * block, width)[:, :, :length]
 
     # ---- global rows -----------------------------------------------------------------------------------
+    def folds_global_projections(self, num_global: int) -> bool:
+        """Whether the global rows fold key_global/value_global into the queries and outputs (see the module
+        docstring): cheaper while the folded queries (G x H of them) are fewer than the model width."""
+        return num_global * self.num_heads < self.embed_dim
+
     def _global_rows(self, hidden_states, layout: EncoderMaskLayout, dropout: float, output_attentions: bool):
         """Outputs (B, G, H*D) of the global tokens' rows, and their probabilities (B, H, G, L) if asked."""
         batch, length, d_model = hidden_states.shape
@@ -244,7 +299,7 @@ class LEDEncoderSelfAttention(nn.Module):
         key_mask = torch.zeros(batch, 1, length, dtype=hidden_states.dtype, device=hidden_states.device)
         key_mask = key_mask.masked_fill(layout.is_pad[:, None, :], _min_value(hidden_states.dtype))
 
-        if n_global * heads < d_model:  # folded projections (see module docstring)
+        if self.folds_global_projections(n_global):
             w_k = self.key_global.weight.view(heads, head_dim, d_model)
             q_folded = torch.einsum("bghe,hed->bhgd", q, w_k).reshape(batch, heads * n_global, d_model)
             # q·bk is one constant per row and cancels in the softmax; it is added all the same so that
@@ -284,8 +339,29 @@ class LEDEncoderAttention(nn.Module):
         self.output = nn.Linear(d_model, d_model)
 
     def forward(self, hidden_states, layout: EncoderMaskLayout, output_attentions: bool = False):
-        out, local_probs, global_probs = self.longformer_self_attn(hidden_states, layout, output_attentions)
-        return self.output(out), local_probs, global_probs
+        out, probs = self.longformer_self_attn(hidden_states, layout, output_attentions)
+        return self.output(out), probs
+
+
+def transformers_attention_layout(
+    probs: EncoderAttentionProbs, layout: EncoderMaskLayout, largest_window: int
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One layer's probabilities as transformers returns them (``largest_window``: the largest two-sided
+    ``attention_window`` of the model).
+
+    ``attentions`` (B, H, L, G + 2w + 1): the global columns first, then the band; the rows of global and
+    padding tokens are zero (the global rows are in the other tensor). ``global_attentions`` (B, H, L_padded,
+    G), or None without global tokens: padded to a multiple of ``largest_window``, as transformers pads its
+    input, and unused global slots hold the uniform row its masked softmax gives there."""
+    local = torch.cat([probs.to_global, probs.band], dim=-1)
+    local = local.masked_fill((layout.is_pad | layout.is_global)[:, None, :, None], 0.0)
+    if probs.of_global is None:
+        return local, None
+    length = probs.of_global.shape[-1]
+    padded_length = -(-length // largest_window) * largest_window
+    of_global = F.pad(probs.of_global, (0, padded_length - length))
+    of_global = of_global.masked_fill(~layout.global_slot_valid[:, None, :, None], 1.0 / padded_length)
+    return local, of_global.transpose(2, 3)
 
 
 class DecoderAttention(nn.Module):

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from .attention import DecoderAttention, EncoderMaskLayout, LEDEncoderAttention
+from .attention import DecoderAttention, EncoderMaskLayout, LEDEncoderAttention, transformers_attention_layout
 from .config import LEDConfig
 from .outputs import (
     DecoderOutput,
@@ -100,7 +100,7 @@ class LEDEncoderLayer(nn.Module):
 
     def forward(self, hidden_states, layout: EncoderMaskLayout, output_attentions: bool = False):
         residual = hidden_states
-        attn, local_probs, global_probs = self.self_attn(hidden_states, layout, output_attentions)
+        attn, probs = self.self_attn(hidden_states, layout, output_attentions)
         hidden_states = self.self_attn_layer_norm(residual + F.dropout(attn, self.dropout, self.training))
         residual = hidden_states
         hidden_states = self.activation_fn(self.fc1(hidden_states))
@@ -110,7 +110,7 @@ class LEDEncoderLayer(nn.Module):
         if hidden_states.dtype == torch.float16 and not torch.isfinite(hidden_states).all():
             clamp = torch.finfo(hidden_states.dtype).max - 1000
             hidden_states = hidden_states.clamp(-clamp, clamp)
-        return hidden_states, local_probs, global_probs
+        return hidden_states, probs
 
 
 class LEDDecoderLayer(nn.Module):
@@ -234,6 +234,33 @@ class LEDPreTrainedModel(nn.Module):
                 module.gradient_checkpointing = False
         self.gradient_checkpointing = False
 
+    def _run_base_model(
+        self,
+        input_ids,
+        attention_mask,
+        global_attention_mask,
+        decoder_input_ids,
+        decoder_attention_mask,
+        encoder_outputs,
+        output_attentions,
+        output_hidden_states,
+        **more,
+    ) -> Seq2SeqModelOutput:
+        """The heads' call of ``self.led``, given their ``forward`` arguments in this order; ``more`` holds what
+        only some heads pass (the decoder cache, ``inputs_embeds``, ``use_cache``). Without ``use_cache`` the
+        heads that read the input itself (classification, question answering) keep no cache, as transformers'."""
+        return self.led(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            global_attention_mask=global_attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            decoder_attention_mask=decoder_attention_mask,
+            encoder_outputs=encoder_outputs,
+            output_attentions=output_attentions,
+            output_hidden_states=output_hidden_states,
+            **{"use_cache": False, **more},
+        )
+
     @classmethod
     def from_pretrained(
         cls,
@@ -316,13 +343,12 @@ class LEDEncoder(nn.Module):
                 all_states.append(hidden_states)
             if self.training and config.encoder_layerdrop > 0 and torch.rand([]) < config.encoder_layerdrop:
                 continue
-            hidden_states, local_probs, global_probs = _run_layer(
-                use_checkpoint, layer, hidden_states, layout, output_attentions
-            )
+            hidden_states, probs = _run_layer(use_checkpoint, layer, hidden_states, layout, output_attentions)
             if output_attentions:
-                all_local.append(local_probs.transpose(1, 2))
+                local_probs, global_probs = transformers_attention_layout(probs, layout, max(config.attention_window))
+                all_local.append(local_probs)
                 if layout.has_global:
-                    all_global.append(self._global_attentions_like_reference(global_probs, layout, layer))
+                    all_global.append(global_probs)
         if output_hidden_states:
             all_states.append(hidden_states)
         return EncoderOutput(
@@ -331,17 +357,6 @@ class LEDEncoder(nn.Module):
             attentions=tuple(all_local) if all_local is not None else None,
             global_attentions=tuple(all_global) if all_global is not None else None,
         )
-
-    def _global_attentions_like_reference(self, probs, layout: EncoderMaskLayout, layer) -> torch.Tensor:
-        """(B, H, G, L) -> (B, H, L_padded, G) as transformers returns it: padded to a multiple of the largest
-        window, unused global slots filled with the uniform row the reference's masked softmax gives."""
-        window = max(self.config.attention_window)
-        length = probs.shape[-1]
-        padded = -(-length // window) * window
-        probs = F.pad(probs, (0, padded - length))
-        unused = ~layout.global_slot_valid[:, None, :, None]
-        probs = probs.masked_fill(unused, 1.0 / padded)
-        return probs.transpose(2, 3)
 
 
 class LEDDecoder(nn.Module):
@@ -537,20 +552,6 @@ class LEDModel(LEDPreTrainedModel):
         )
 
 
-def _seq2seq_fields(outputs: Seq2SeqModelOutput) -> Dict[str, object]:
-    return dict(
-        past_key_values=outputs.past_key_values,
-        decoder_hidden_states=outputs.decoder_hidden_states,
-        decoder_attentions=outputs.decoder_attentions,
-        cross_attentions=outputs.cross_attentions,
-        encoder_last_hidden_state=outputs.encoder_last_hidden_state,
-        encoder_hidden_states=outputs.encoder_hidden_states,
-        encoder_attentions=outputs.encoder_attentions,
-        encoder_global_attentions=outputs.encoder_global_attentions,
-        last_hidden_state=outputs.last_hidden_state,
-    )
-
-
 class LEDForConditionalGeneration(LEDPreTrainedModel):
     """LED with the language-modelling head: summaries and other text-to-text tasks."""
 
@@ -593,24 +594,16 @@ class LEDForConditionalGeneration(LEDPreTrainedModel):
             use_cache = False
             if decoder_input_ids is None:
                 decoder_input_ids = shift_tokens_right(labels, self.config.pad_token_id, self.config.decoder_start_token_id)
-        outputs = self.led(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            global_attention_mask=global_attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            past_key_values=past_key_values,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._run_base_model(
+            input_ids, attention_mask, global_attention_mask, decoder_input_ids, decoder_attention_mask,
+            encoder_outputs, output_attentions, output_hidden_states,
+            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache,
         )
         logits = self.logits(outputs.last_hidden_state)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
-        return Seq2SeqLMOutput(loss=loss, logits=logits, **_seq2seq_fields(outputs))
+        return Seq2SeqLMOutput(loss=loss, logits=logits, **outputs.fields_dict())
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -674,21 +667,14 @@ class LEDForSequenceClassification(LEDPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> Seq2SeqSequenceClassifierOutput:
-        outputs = self.led(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            global_attention_mask=global_attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            use_cache=False,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._run_base_model(
+            input_ids, attention_mask, global_attention_mask, decoder_input_ids, decoder_attention_mask,
+            encoder_outputs, output_attentions, output_hidden_states,
         )
         pooled = _last_eos_states(outputs.last_hidden_state, input_ids, self.config.eos_token_id)
         logits = self.classification_head(pooled)
         loss = None if labels is None else self.classification_loss(logits, labels)
-        return Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **_seq2seq_fields(outputs))
+        return Seq2SeqSequenceClassifierOutput(loss=loss, logits=logits, **outputs.fields_dict())
 
     def set_labels(self, labels: Sequence[str], problem_type: Optional[str] = None) -> None:
         """Classify into ``labels`` (index i is ``labels[i]``): ``id2label`` follows, and a new, freshly
@@ -752,23 +738,16 @@ class LEDForQuestionAnswering(LEDPreTrainedModel):
         output_hidden_states: bool = False,
         return_dict: bool = True,
     ) -> Seq2SeqQuestionAnsweringOutput:
-        outputs = self.led(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            global_attention_mask=global_attention_mask,
-            decoder_input_ids=decoder_input_ids,
-            decoder_attention_mask=decoder_attention_mask,
-            encoder_outputs=encoder_outputs,
-            use_cache=False,
-            output_attentions=output_attentions,
-            output_hidden_states=output_hidden_states,
+        outputs = self._run_base_model(
+            input_ids, attention_mask, global_attention_mask, decoder_input_ids, decoder_attention_mask,
+            encoder_outputs, output_attentions, output_hidden_states,
         )
         start_logits, end_logits = self.qa_outputs(outputs.last_hidden_state).unbind(dim=-1)
         loss = None
         if start_positions is not None and end_positions is not None:
             loss = span_loss(start_logits, end_logits, start_positions, end_positions)
         return Seq2SeqQuestionAnsweringOutput(
-            loss=loss, start_logits=start_logits, end_logits=end_logits, **_seq2seq_fields(outputs)
+            loss=loss, start_logits=start_logits, end_logits=end_logits, **outputs.fields_dict()
         )
 
 

@@ -6,7 +6,7 @@ Dataclasses that also behave like transformers' ``ModelOutput`` where users rely
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.utils._pytree as pytree
@@ -37,6 +37,10 @@ class ModelOutput:
     def keys(self):
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
+    def fields_dict(self) -> Dict[str, Any]:
+        """Every field, set or not, by name (the tensors themselves: ``dataclasses.asdict`` would copy them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
 
 @dataclass
 class EncoderOutput(ModelOutput):
@@ -55,9 +59,15 @@ class DecoderOutput(ModelOutput):
     cross_attentions: Optional[Tuple[torch.Tensor, ...]] = None
 
 
+# A dataclass lists the fields of its bases from the last base to the first, then its own: each output below
+# names its bases in the reverse of the order its fields take, so the fields every encoder-decoder output shares
+# are written once (``_Seq2SeqFields``) and still sit where transformers puts them.
+
+
 @dataclass
-class Seq2SeqModelOutput(ModelOutput):
-    last_hidden_state: torch.Tensor
+class _Seq2SeqFields(ModelOutput):
+    """What every encoder-decoder output carries besides its own head's fields."""
+
     past_key_values: Optional[Any] = None
     decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
     decoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
@@ -69,18 +79,25 @@ class Seq2SeqModelOutput(ModelOutput):
 
 
 @dataclass
-class Seq2SeqLMOutput(ModelOutput):
+class _DecoderState(ModelOutput):
+    last_hidden_state: Optional[torch.Tensor] = None  # the decoder's
+
+
+@dataclass
+class Seq2SeqModelOutput(_Seq2SeqFields, _DecoderState):
+    """``last_hidden_state``, then the shared fields."""
+
+
+@dataclass
+class _Logits(ModelOutput):
     loss: Optional[torch.Tensor] = None
     logits: Optional[torch.Tensor] = None
-    past_key_values: Optional[Any] = None
-    decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    decoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    cross_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_last_hidden_state: Optional[torch.Tensor] = None
-    encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_global_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    last_hidden_state: Optional[torch.Tensor] = None  # the decoder's, kept for the heads that pool it
+
+
+@dataclass
+class Seq2SeqLMOutput(_DecoderState, _Seq2SeqFields, _Logits):
+    """``loss``, ``logits``, the shared fields, then the decoder's ``last_hidden_state`` (transformers has no
+    such field; kept for the heads that pool it)."""
 
 
 @dataclass
@@ -89,16 +106,12 @@ class Seq2SeqSequenceClassifierOutput(Seq2SeqLMOutput):
 
 
 @dataclass
-class Seq2SeqQuestionAnsweringOutput(ModelOutput):
+class _SpanLogits(ModelOutput):
     loss: Optional[torch.Tensor] = None
     start_logits: Optional[torch.Tensor] = None
     end_logits: Optional[torch.Tensor] = None
-    past_key_values: Optional[Any] = None
-    decoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    decoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    cross_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_last_hidden_state: Optional[torch.Tensor] = None
-    encoder_hidden_states: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    encoder_global_attentions: Optional[Tuple[torch.Tensor, ...]] = None
-    last_hidden_state: Optional[torch.Tensor] = None
+
+
+@dataclass
+class Seq2SeqQuestionAnsweringOutput(_DecoderState, _Seq2SeqFields, _SpanLogits):
+    """``loss``, ``start_logits``, ``end_logits``, the shared fields, then the decoder's ``last_hidden_state``."""
