@@ -5,7 +5,8 @@ user-configured name), so whichever runs first registers them the same way.
 
 ``doc._.answers`` (question -> Span or None) is computed from plain character offsets kept in
 ``doc.user_data``: Span objects stored in ``user_data`` would make ``Doc.copy``, ``Doc.to_bytes``, ``DocBin`` and
-``nlp.pipe(n_process=...)`` fail. ``span._.question`` and ``span._.answer_score`` are keyed by character offsets
+``nlp.pipe(n_process=...)`` fail. Plain values (``doc._.summary``, ``doc._.summary_score``, ...) live in
+``doc.user_data`` too, so ``Doc.to_bytes`` and ``DocBin(store_user_data=True)`` keep them. ``span._.question`` and ``span._.answer_score`` are keyed by character offsets
 by spaCy itself, so they survive the same round trips.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def ensure_doc_attr(name: str) -> None:
 
 
 def ensure_extensions() -> None:
-    for name in ("summary", "label", "questions", "gold_answers"):
+    for name in ("summary", "summary_score", "label", "questions", "gold_answers"):
         ensure_doc_attr(name)
     if not Doc.has_extension("answers"):
         Doc.set_extension("answers", getter=_get_answers, setter=_set_answers)

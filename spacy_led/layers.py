@@ -257,6 +257,21 @@ def build_fresh(model: Model, vocab_size: int, special_ids: Dict[str, int], **co
     _install(model, _module_class(model.attrs["task"])(config))
 
 
+def generation_settings(model: Model) -> Dict[str, Any]:
+    """The generating module's ``generation_config`` as a dict (empty for the other tasks), saved with a pipeline
+    so that it generates as the checkpoint it was made from did."""
+    generation_config = getattr(get_module(model), "generation_config", None)
+    return generation_config.to_dict() if generation_config is not None else {}
+
+
+def set_generation_settings(model: Model, settings: Dict[str, Any]) -> None:
+    from .modeling import GenerationConfig
+
+    module = get_module(model)
+    if settings and hasattr(module, "generation_config"):
+        module.generation_config = GenerationConfig.from_dict(settings, source="the saved pipeline")
+
+
 def build_from_config(model: Model, config_dict: Dict[str, Any]) -> None:
     """An uninitialised module of a stored shape, about to receive stored weights (no random init cost)."""
     import torch

@@ -120,6 +120,8 @@ def test_records_in_input_order_with_docbin_and_summary(runner, summarizer_check
     assert [r["id"] for r in records] == [1, 2, 3, "x"]  # default id: the line number
     expected = [reference_nlp(t)._.summary for t in texts]
     assert [r["summary"] for r in records] == expected and all(expected)
+    scores = [reference_nlp(t)._.summary_score for t in texts]
+    assert [r["summary_score"] for r in records] == pytest.approx(scores, rel=1e-5)  # batched vs one by one
     assert runner.errors(out) == []
     err = capsys.readouterr().err
     assert "4 documents done" in err and "0 failed" in err and "0 skipped" in err

@@ -1,14 +1,7 @@
-"""generate(): token-for-token parity with transformers' LEDForConditionalGeneration.generate.
-
-The reference models are tiny and random with ``init_std`` 0.3, so the output depends on the input (with the
-default 0.02 a random decoder says the same thing whatever it reads), and a bias on ``</s>`` in
-``final_logits_bias`` so that sequences end at different lengths: finished rows, padding, finished beam
-hypotheses and early stopping are all exercised, not only the max-length path. transformers puts no global
-attention anywhere by default and spacy-led puts it on the first token, so every parity test passes
-``global_attention_mask`` to both.
-"""
+"""generate(): token-for-token parity with transformers' LEDForConditionalGeneration.generate for greedy and
+beam search, on the reference setup of ``generation_reference`` (input-sensitive random checkpoints whose
+sequences end at different lengths)."""
 import json
-import warnings
 
 import pytest
 import torch
@@ -16,64 +9,27 @@ import torch
 from spacy_led.modeling import LEDForConditionalGeneration
 from spacy_led.modeling import generation as generation_module
 
-from conftest import TINY
+from generation_reference import (
+    CONFIG,
+    DECODER_POSITIONS,
+    EOS,
+    PAD,
+    START,
+    assert_same,
+    batch,
+    big_batch,
+    ended_early,
+    generate_both,
+    load_pair,
+    reference_model,
+)
 
 transformers = pytest.importorskip("transformers")
-
-PAD, EOS, START = 1, 2, 2
-DECODER_POSITIONS = 128
-CONFIG = dict(TINY, max_encoder_position_embeddings=2560, max_decoder_position_embeddings=DECODER_POSITIONS)
-EOS_BIAS = 2.0  # with seed 2: some rows end after a few tokens, others run to max_length
-
-
-def _reference(seed: int = 2):
-    torch.manual_seed(seed)
-    model = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**CONFIG)).eval()
-    with torch.no_grad():
-        model.final_logits_bias[0, EOS] = EOS_BIAS
-    return model
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    """(transformers model, spacy-led model loaded from the checkpoint transformers saved)."""
-    reference = _reference()
-    path = tmp_path_factory.mktemp("led_generation")
-    reference.save_pretrained(path)
-    return reference, LEDForConditionalGeneration.from_pretrained(path).eval()
-
-
-def _batch(seed: int = 0):
-    """Right-padded rows of 57, 40 and 9 real tokens; 3, 1 and no global tokens."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, CONFIG["vocab_size"], (3, 57), generator=generator)
-    mask = torch.zeros_like(ids)
-    glob = torch.zeros_like(ids)
-    for row, (length, globals_) in enumerate(zip((57, 40, 9), ((0, 11, 30), (0,), ()))):
-        ids[row, 0], ids[row, length - 1], ids[row, length:] = 0, EOS, PAD
-        mask[row, :length] = 1
-        glob[row, list(globals_)] = 1
-    return ids, mask, glob
-
-
-def _both(models, ids, mask, glob, **kwargs):
-    reference, ours = models
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # transformers' advice about max_length defaults
-        expected = reference.generate(ids, attention_mask=mask, global_attention_mask=glob, **kwargs)
-    actual = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, **kwargs)
-    return actual, expected
-
-
-def _assert_same(actual, expected):
-    assert actual.dtype == torch.long
-    assert actual.shape == expected.shape, (actual, expected)
-    assert torch.equal(actual, expected), (actual, expected)
-
-
-def _ended_early(sequences) -> bool:
-    """Some sequence finished before the others (it is padded after its </s>)."""
-    return bool((sequences[:, 1:] == PAD).any())
+    return load_pair(tmp_path_factory.mktemp("led_generation"))
 
 
 # ---- greedy ---------------------------------------------------------------------------------------------
@@ -90,12 +46,12 @@ def _ended_early(sequences) -> bool:
     ],
 )
 def test_greedy_matches_transformers(models, kwargs, shortest, longest):
-    ids, mask, glob = _batch()
-    actual, expected = _both(models, ids, mask, glob, **kwargs)
-    _assert_same(actual, expected)
+    ids, mask, glob = batch()
+    actual, expected = generate_both(models, ids, mask, glob, **kwargs)
+    assert_same(actual, expected)
     assert actual.shape[0] == 3 and shortest <= actual.shape[1] <= longest
     assert (actual[:, 0] == START).all()
-    assert _ended_early(actual)  # row 1 ends at once, so finished rows are padded in every case
+    assert ended_early(actual)  # row 1 ends at once, so finished rows are padded in every case
 
 
 def _end_positions(sequences):
@@ -103,18 +59,18 @@ def _end_positions(sequences):
 
 
 def test_greedy_pads_finished_rows_and_stops_when_all_are_done(models):
-    ids, mask, glob = _batch()
-    actual, expected = _both(models, ids, mask, glob, max_new_tokens=100, no_repeat_ngram_size=3)
-    _assert_same(actual, expected)
+    ids, mask, glob = batch()
+    actual, expected = generate_both(models, ids, mask, glob, max_new_tokens=100, no_repeat_ngram_size=3)
+    assert_same(actual, expected)
     ends = _end_positions(actual)
     assert len(set(ends)) == 3  # rows ended at different steps ...
     assert actual.shape[1] == max(ends) + 1 < 101  # ... and the loop stopped when the last one did
-    for row, end in zip(actual, ends):
+    for row, end in zip(actual, ends, strict=True):
         assert (row[end + 1 :] == PAD).all()
 
 
 def test_min_length_and_ngram_constraints_hold(models):
-    ids, mask, glob = _batch()
+    ids, mask, glob = batch()
     _, ours = models
     out = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, max_length=30, min_length=20,
                         no_repeat_ngram_size=2)
@@ -141,10 +97,10 @@ BEAM_CASES = {
 
 @pytest.mark.parametrize("case", sorted(BEAM_CASES))
 def test_beam_search_matches_transformers(models, case):
-    ids, mask, glob = _batch()
+    ids, mask, glob = batch()
     kwargs = BEAM_CASES[case]
-    actual, expected = _both(models, ids, mask, glob, **kwargs)
-    _assert_same(actual, expected)
+    actual, expected = generate_both(models, ids, mask, glob, **kwargs)
+    assert_same(actual, expected)
     assert actual.shape[0] == 3 * kwargs.get("num_return_sequences", 1)
 
 
@@ -153,16 +109,16 @@ STOPPING_EARLY = dict(num_beams=4, num_return_sequences=4, max_new_tokens=60, no
 
 def test_beam_search_finishes_hypotheses_early(models):
     """The parity cases above must not all run to max_length, or finishing would go untested."""
-    ids, mask, glob = _batch()
-    actual, expected = _both(models, ids, mask, glob, **STOPPING_EARLY)
-    _assert_same(actual, expected)
+    ids, mask, glob = batch()
+    actual, expected = generate_both(models, ids, mask, glob, **STOPPING_EARLY)
+    assert_same(actual, expected)
     assert actual.shape == (12, max(_end_positions(actual)) + 1)
-    assert actual.shape[1] < 61 and _ended_early(actual)
+    assert actual.shape[1] < 61 and ended_early(actual)
 
 
 def test_beam_search_return_order_is_best_first(models):
     """With num_return_sequences == num_beams the first row per input is the num_return_sequences=1 answer."""
-    ids, mask, glob = _batch()
+    ids, mask, glob = batch()
     _, ours = models
     best = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, num_beams=3, max_length=20)
     every = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, num_beams=3, max_length=20,
@@ -172,19 +128,6 @@ def test_beam_search_return_order_is_best_first(models):
         first = every[3 * row]
         assert torch.equal(first[: best.shape[1]], best[row])
         assert (first[best.shape[1] :] == PAD).all()
-
-
-def _big_batch(rows: int = 12, seed: int = 3):
-    """Enough inputs that one finishing does not make spacy-led drop it from the batch at once."""
-    generator = torch.Generator().manual_seed(seed)
-    lengths = torch.randint(5, 40, (rows,), generator=generator)
-    ids = torch.randint(4, CONFIG["vocab_size"], (rows, 40), generator=generator)
-    positions = torch.arange(40)
-    mask = (positions < lengths[:, None]).long()
-    ids = ids.masked_fill(mask == 0, PAD)
-    glob = (positions % 7 == 0).long() * mask
-    glob[::4] = 0
-    return ids, mask, glob
 
 
 @pytest.mark.parametrize("compaction", ["default", "never", "always"])
@@ -202,16 +145,16 @@ def test_many_inputs_finishing_at_different_steps(models, kwargs, compaction, mo
     if compaction != "default":
         always = compaction == "always"
         monkeypatch.setattr(generation_module, "_worth_compacting", lambda done, active: always and done > 0)
-    ids, mask, glob = _big_batch()
-    actual, expected = _both(models, ids, mask, glob, **kwargs)
-    _assert_same(actual, expected)
-    assert _ended_early(actual)
+    ids, mask, glob = big_batch()
+    actual, expected = generate_both(models, ids, mask, glob, **kwargs)
+    assert_same(actual, expected)
+    assert ended_early(actual)
 
 
 def test_output_depends_on_the_input(models):
     _, ours = models
-    ids, mask, glob = _batch(seed=0)
-    other_ids, other_mask, other_glob = _batch(seed=1)
+    ids, mask, glob = batch(seed=0)
+    other_ids, other_mask, other_glob = batch(seed=1)
     for kwargs in (dict(max_length=20), dict(num_beams=3, max_length=20)):
         first = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, **kwargs)
         second = ours.generate(other_ids, attention_mask=other_mask, global_attention_mask=other_glob, **kwargs)
@@ -229,22 +172,22 @@ def test_long_input(models):
     glob[:, 0] = 1
     glob[0, 1000] = 1
     for kwargs in (dict(max_new_tokens=6), dict(num_beams=2, max_new_tokens=4)):
-        actual, expected = _both(models, ids, mask, glob, **kwargs)
-        _assert_same(actual, expected)
+        actual, expected = generate_both(models, ids, mask, glob, **kwargs)
+        assert_same(actual, expected)
 
 
 def test_longest_possible_output(models):
     """max_length may reach the decoder's positions + 1: the last token is never fed back."""
-    ids, mask, glob = _batch()
-    actual, expected = _both(models, ids[:1], mask[:1], glob[:1], max_new_tokens=DECODER_POSITIONS,
+    ids, mask, glob = batch()
+    actual, expected = generate_both(models, ids[:1], mask[:1], glob[:1], max_new_tokens=DECODER_POSITIONS,
                              min_length=DECODER_POSITIONS)
-    _assert_same(actual, expected)
+    assert_same(actual, expected)
     assert actual.shape == (1, DECODER_POSITIONS + 1)
 
 
 def test_default_global_attention_is_the_first_token(models):
     reference, ours = models
-    ids, mask, _ = _batch()
+    ids, mask, _ = batch()
     first = torch.zeros_like(ids)
     first[:, 0] = 1
     implicit = ours.generate(ids, attention_mask=mask, max_length=20)
@@ -315,7 +258,7 @@ def test_encoder_runs_once_and_beams_share_its_output(models, monkeypatch):
 
     monkeypatch.setattr(ours.led.encoder, "forward", spy_encoder)
     monkeypatch.setattr(ours.led.decoder, "forward", spy_decoder)
-    ids, mask, glob = _batch()
+    ids, mask, glob = batch()
     out = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, **STOPPING_EARLY)
     assert encoder_calls == [1]
     assert all(rows == 4 * inputs == 4 * cross and group == 4 for rows, inputs, cross, group in decoder_calls)
@@ -331,7 +274,7 @@ CHECKPOINT_SETTINGS = dict(num_beams=3, max_length=18, min_length=6, length_pena
 
 @pytest.mark.parametrize("where", ["generation_config.json", "config.json"])
 def test_checkpoint_generation_defaults(tmp_path, where):
-    reference = _reference()
+    reference = reference_model()
     reference.save_pretrained(tmp_path)
     if where == "generation_config.json":
         settings = json.loads((tmp_path / where).read_text())
@@ -344,23 +287,23 @@ def test_checkpoint_generation_defaults(tmp_path, where):
         transformers.LEDForConditionalGeneration.from_pretrained(tmp_path).eval(),
         LEDForConditionalGeneration.from_pretrained(tmp_path).eval(),
     )
-    ids, mask, glob = _batch()
-    actual, expected = _both(models, ids, mask, glob)
-    _assert_same(actual, expected)
+    ids, mask, glob = batch()
+    actual, expected = generate_both(models, ids, mask, glob)
+    assert_same(actual, expected)
     assert actual.shape[0] == 6 and actual.shape[1] <= 18  # two sequences per input, at most 18 tokens
     assert not (actual[:, 1:6] == EOS).any()  # min_length 6
     # Arguments override the checkpoint's settings.
-    actual, expected = _both(models, ids, mask, glob, num_beams=1, num_return_sequences=1, max_new_tokens=5)
-    _assert_same(actual, expected)
+    actual, expected = generate_both(models, ids, mask, glob, num_beams=1, num_return_sequences=1, max_new_tokens=5)
+    assert_same(actual, expected)
     assert actual.shape == (3, 6)
 
 
 def test_resolved_settings_count_the_start_token(models):
     _, ours = models
-    settings = generation_module.resolve_settings(ours.config)
+    settings = generation_module.resolve_settings(ours)
     assert (settings.max_length, settings.num_beams, settings.length_penalty) == (21, 1, 1.0)
     assert (settings.decoder_start_token_id, settings.eos_token_ids, settings.pad_token_id) == (START, (EOS,), PAD)
-    assert generation_module.resolve_settings(ours.config, max_new_tokens=7).max_length == 8
+    assert generation_module.resolve_settings(ours, max_new_tokens=7).max_length == 8
 
 
 # ---- errors ---------------------------------------------------------------------------------------------
@@ -384,14 +327,14 @@ def test_resolved_settings_count_the_start_token(models):
 )
 def test_invalid_settings_are_rejected(models, kwargs, error, message):
     _, ours = models
-    ids, mask, glob = _batch()
+    ids, mask, glob = batch()
     with pytest.raises(error, match=message):
         ours.generate(ids, attention_mask=mask, global_attention_mask=glob, **kwargs)
 
 
 def test_invalid_inputs_are_rejected(models):
     _, ours = models
-    ids, mask, _ = _batch()
+    ids, mask, _ = batch()
     with pytest.raises(ValueError, match="shape \\(batch, length\\)"):
         ours.generate(ids[0])
     with pytest.raises(ValueError, match="attention_mask has shape"):

@@ -3,6 +3,7 @@
 No spaCy or Thinc here: this package is usable on its own, like ``transformers`` is.
 """
 from .config import LEDConfig
+from .generation_config import GenerationConfig
 from .model import (
     DecoderCache,
     LEDForConditionalGeneration,
@@ -14,6 +15,7 @@ from .model import (
 
 __all__ = [
     "LEDConfig",
+    "GenerationConfig",
     "LEDModel",
     "LEDForConditionalGeneration",
     "LEDForSequenceClassification",

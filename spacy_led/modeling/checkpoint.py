@@ -2,7 +2,9 @@
 
 Reads ``model.safetensors``, sharded safetensors (``model.safetensors.index.json``) and, for old checkpoints,
 ``pytorch_model.bin`` (sharded or not) through ``torch.load(weights_only=True)`` only, never full unpickling.
-Writes ``config.json`` + ``model.safetensors`` that transformers loads with the same outputs.
+Writes ``config.json`` + ``model.safetensors`` that transformers loads with the same outputs. A generating model
+also gets its generation settings: read from ``generation_config.json`` (or, for old checkpoints, from
+``config.json``) into ``model.generation_config``, and written back there.
 
 Loading is strict where transformers is lenient in ways that hide mistakes: every model weight must come from
 the checkpoint, except a task head the checkpoint does not have (freshly initialised with a warning that
@@ -20,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import LEDConfig
+from .generation_config import GenerationConfig
 
 logger = logging.getLogger("spacy_led")
 
@@ -208,12 +211,16 @@ def load_pretrained(
         )
     if unused_heads:
         logger.info("%s: checkpoint weights %s belong to another task head and are not used.", cls.__name__, unused_heads)
+    if hasattr(model, "generation_config"):
+        # Built from config.json's settings (old checkpoints); generation_config.json replaces them.
+        model.generation_config = GenerationConfig.from_pretrained(path) or model.generation_config
     model.eval()
     return model
 
 
 def save_pretrained(model: nn.Module, path: Union[str, Path]) -> None:
-    """Write ``config.json`` and ``model.safetensors`` (tied copies stored once, as transformers 5 does)."""
+    """Write ``config.json``, ``model.safetensors`` (tied copies stored once, as transformers 5 does) and, for a
+    generating model, ``generation_config.json``."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -226,6 +233,8 @@ def save_pretrained(model: nn.Module, path: Union[str, Path]) -> None:
         if key in config.extra:
             config.extra[key] = dtype_name
     config.save_pretrained(path)
+    if getattr(model, "generation_config", None) is not None:
+        model.generation_config.save_pretrained(path)
     aliases = _aliases(model)
     state = model.state_dict()
     tensors = {

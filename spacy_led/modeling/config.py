@@ -17,26 +17,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
 
 CONFIG_NAME = "config.json"
-GENERATION_CONFIG_NAME = "generation_config.json"
-
-# Generation settings a checkpoint may carry (old checkpoints keep them in config.json, newer ones in
-# generation_config.json). ``generate()`` uses them as its defaults, as transformers does.
-GENERATION_KEYS = (
-    "max_length",
-    "max_new_tokens",
-    "min_length",
-    "num_beams",
-    "length_penalty",
-    "no_repeat_ngram_size",
-    "early_stopping",
-    "num_return_sequences",
-    "decoder_start_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "pad_token_id",
-    "forced_bos_token_id",
-    "forced_eos_token_id",
-)
 
 # transformers' alternative names for the same settings (``LEDConfig.attribute_map``), accepted as keyword
 # arguments and attributes.
@@ -201,13 +181,6 @@ class LEDConfig:
     def label2id(self, value: Dict[str, int]) -> None:
         self.id2label = {int(i): str(label) for label, i in value.items()}
 
-    @property
-    def generation_defaults(self) -> Dict[str, Any]:
-        """The generation settings this checkpoint asks for (``generation_config.json`` or old-style config)."""
-        found = {k: self.extra[k] for k in GENERATION_KEYS if k in self.extra}
-        found.update(self.extra.get("_generation_config", {}))
-        return found
-
     # ---- dict / JSON --------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Dict[str, Any], **overrides: Any) -> "LEDConfig":
@@ -217,7 +190,6 @@ class LEDConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         data = copy.deepcopy(self.extra)
-        data.pop("_generation_config", None)
         for f in dataclasses.fields(self):
             if f.name == "extra":
                 continue
@@ -232,7 +204,7 @@ class LEDConfig:
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], **overrides: Any) -> "LEDConfig":
-        """Read ``config.json`` (and ``generation_config.json`` if present) from a checkpoint directory;
+        """Read ``config.json`` from a checkpoint directory (its generation settings: ``GenerationConfig``);
         ``overrides`` change settings as in :meth:`copy` (``LEDConfig.from_pretrained(path, num_labels=3)``)."""
         path = Path(path)
         config_file = path / CONFIG_NAME if path.is_dir() else path
@@ -250,19 +222,12 @@ class LEDConfig:
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_file} is not valid JSON: {err}") from err
         config = cls.from_dict(data)
-        generation_file = config_file.parent / GENERATION_CONFIG_NAME
-        if generation_file.is_file():
-            generation = json.loads(generation_file.read_text(encoding="utf-8"))
-            config.extra["_generation_config"] = {k: v for k, v in generation.items() if k in GENERATION_KEYS}
         return config.copy(**overrides) if overrides else config
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         (path / CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n", "utf-8")
-        generation = self.extra.get("_generation_config")
-        if generation:
-            (path / GENERATION_CONFIG_NAME).write_text(json.dumps(generation, indent=2) + "\n", "utf-8")
 
     def copy(self, **changes: Any) -> "LEDConfig":
         """A validated copy with ``changes`` applied as attributes, the way transformers' ``from_pretrained``

@@ -17,6 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .attention import DecoderAttention, EncoderMaskLayout, LEDEncoderAttention, transformers_attention_layout
 from .config import LEDConfig
+from .generation_config import GenerationConfig
 from .outputs import (
     DecoderOutput,
     EncoderOutput,
@@ -558,6 +559,8 @@ class LEDForConditionalGeneration(LEDPreTrainedModel):
     def __init__(self, config: LEDConfig):
         super().__init__(config)
         self.led = LEDModel(config, _init=False)
+        # generate()'s defaults; from_pretrained replaces them with the checkpoint's own.
+        self.generation_config = GenerationConfig.from_model_config(config)
         self.register_buffer("final_logits_bias", torch.zeros(1, config.vocab_size))
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.init_weights()
@@ -607,7 +610,8 @@ class LEDForConditionalGeneration(LEDPreTrainedModel):
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Greedy or beam search with a key/value cache; see ``spacy_led.modeling.generation.generate``."""
+        """Greedy search, sampling or beam search with a key/value cache, with transformers' arguments; see
+        ``spacy_led.modeling.generation.generate``."""
         from .generation import generate
 
         return generate(self, input_ids, **kwargs)

@@ -115,3 +115,32 @@ class _SpanLogits(ModelOutput):
 @dataclass
 class Seq2SeqQuestionAnsweringOutput(_DecoderState, _Seq2SeqFields, _SpanLogits):
     """``loss``, ``start_logits``, ``end_logits``, the shared fields, then the decoder's ``last_hidden_state``."""
+
+
+@dataclass
+class GenerateEncoderDecoderOutput(ModelOutput):
+    """``generate(return_dict_in_generate=True)`` of greedy search and sampling. ``scores`` (with
+    ``output_scores``) are the processed next-token scores of every step, ``logits`` (``output_logits``) the raw
+    ones, each (batch * num_return_sequences, vocab). ``sequences_scores`` is spacy-led's addition (transformers
+    has no such field here): the mean log-probability of each sequence's generated tokens under the distribution
+    they were chosen from (``</s>`` included, padding not)."""
+
+    sequences: torch.Tensor
+    scores: Optional[Tuple[torch.Tensor, ...]] = None
+    logits: Optional[Tuple[torch.Tensor, ...]] = None
+    sequences_scores: Optional[torch.Tensor] = None
+
+
+@dataclass
+class GenerateBeamEncoderDecoderOutput(ModelOutput):
+    """``generate(return_dict_in_generate=True)`` of beam search and beam sampling, as transformers returns it:
+    ``sequences_scores`` (the length-normalised beam score of each returned sequence; transformers fills it only
+    with ``output_scores=True``, spacy-led always), ``scores`` (processed log-probabilities of every step,
+    (batch * num_beams, vocab)), ``logits`` and ``beam_indices`` (for each generated token, the index
+    ``input * num_beams + beam`` of the beam it continued; -1 after the end)."""
+
+    sequences: torch.Tensor
+    sequences_scores: Optional[torch.Tensor] = None
+    scores: Optional[Tuple[torch.Tensor, ...]] = None
+    logits: Optional[Tuple[torch.Tensor, ...]] = None
+    beam_indices: Optional[torch.Tensor] = None

@@ -45,7 +45,7 @@ def _blocks(task: str, strategy: str, scorer: str) -> Dict[str, Any]:
 
 make_summarizer = Language.factory(
     "led_summarizer",
-    assigns=["doc._.summary"],
+    assigns=["doc._.summary", "doc._.summary_score"],
     default_config=_blocks("generation", "spacy_led.first_token.v1", "spacy_led.summary_scorer.v1"),
     default_score_weights={"summary_rouge1_f": 0.25, "summary_rouge2_f": 0.25, "summary_rougeL_f": 0.0,
                            "summary_rougeLsum_f": 0.5},

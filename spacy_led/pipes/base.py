@@ -401,6 +401,8 @@ class LEDPipe(TrainablePipe):
             "cfg": (lambda: srsly.json_dumps(self.cfg), lambda b: self.cfg.update(srsly.json_loads(b))),
             "tokenizer": (lambda: self.tokenizer.to_bytes(), self._load_tokenizer_bytes),
             "led_config": (lambda: srsly.json_dumps(self.module.config.to_dict()), self._load_led_config),
+            "generation_config": (lambda: srsly.json_dumps(layers.generation_settings(self.model)),
+                                  lambda b: layers.set_generation_settings(self.model, srsly.json_loads(b))),
             "model": (lambda: self.model.to_bytes(), lambda b: self.model.from_bytes(b)),
         }
 
@@ -436,6 +438,7 @@ class LEDPipe(TrainablePipe):
         path.mkdir(parents=True, exist_ok=True)
         srsly.write_json(path / "cfg", self.cfg)
         srsly.write_json(path / "led_config.json", self.module.config.to_dict())
+        srsly.write_json(path / "generation_config.json", layers.generation_settings(self.model))
         self.tokenizer.save_pretrained(path / "tokenizer")
         self.model.to_disk(path / "model")
 
@@ -447,6 +450,8 @@ class LEDPipe(TrainablePipe):
         self.cfg.update(srsly.read_json(path / "cfg"))
         self.tokenizer = LEDTokenizer.from_pretrained(path / "tokenizer")
         layers.build_from_config(self.model, srsly.read_json(path / "led_config.json"))
+        if (path / "generation_config.json").is_file():  # absent in pipelines saved before it was stored
+            layers.set_generation_settings(self.model, srsly.read_json(path / "generation_config.json"))
         self.model.from_disk(path / "model")
         return self
 

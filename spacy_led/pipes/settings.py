@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from .windows import OVERFLOW_MODES
 
@@ -32,16 +32,48 @@ class PipeSettings:
             raise ValueError(f"batch_token_budget must be positive; got {self.batch_token_budget}.")
 
 
+# The summarizer's named generation settings and the generate() argument each one is.
+GENERATION_ARGUMENTS = {
+    "num_beams": "num_beams",
+    "max_summary_length": "max_length",
+    "max_new_tokens": "max_new_tokens",
+    "min_summary_length": "min_length",
+    "length_penalty": "length_penalty",
+    "no_repeat_ngram_size": "no_repeat_ngram_size",
+}
+# generate() settings the summarizer decides itself: one summary per Doc, its score, no per-step tensors.
+MANAGED_GENERATION_SETTINGS = ("num_return_sequences", "return_dict_in_generate", "output_scores", "output_logits")
+
+
 @dataclass
 class SummarizerSettings(PipeSettings):
-    summary_attr: str = "summary"  # the Doc extension the summary is written to
+    summary_attr: str = "summary"  # the Doc extension the summary is written to (its score: <summary_attr>_score)
     num_beams: Optional[int] = None  # None here and below: the checkpoint's generation default
     max_summary_length: Optional[int] = None
     max_new_tokens: Optional[int] = None
     min_summary_length: Optional[int] = None
     length_penalty: Optional[float] = None
     no_repeat_ngram_size: Optional[int] = None
+    generation_config: Dict[str, Any] = field(default_factory=dict)  # any other generate() setting, by its name
+    seed: Optional[int] = None  # sampling from this seed: the same documents in the same batches, the same summaries
     reduce_chunks: bool = False  # summarise the joined window summaries once more
+
+    def __post_init__(self) -> None:
+        """A generation setting that is unknown, unsupported, invalid, given twice or decided by the component
+        fails here, at ``add_pipe``."""
+        from ..modeling.generation_config import GenerationConfig  # not at import: the factories import cheaply
+
+        super().__post_init__()
+        GenerationConfig.from_dict(self.generation_config)
+        managed = [name for name in MANAGED_GENERATION_SETTINGS if name in self.generation_config]
+        if managed:
+            raise ValueError(f"generation_config sets {managed}: led_summarizer writes one summary per Doc and its "
+                             f"score itself; remove them.")
+        twice = [f"{name} (= {argument})" for name, argument in GENERATION_ARGUMENTS.items()
+                 if getattr(self, name) is not None and argument in self.generation_config]
+        if twice:
+            raise ValueError(f"{', '.join(twice)} is given both as a led_summarizer setting and in generation_config: "
+                             f"give it once.")
 
 
 @dataclass
