@@ -1,5 +1,8 @@
-"""Generate the bundled sample corpus (``project/sample/``): synthetic long-ish business and science documents
-with reference summaries, a document-type label and SQuAD 2.0 questions (some unanswerable).
+"""Generate the bundled sample corpus (``project/sample/``): synthetic business and science documents with
+reference summaries, a document-type label and SQuAD 2.0 questions (some unanswerable). Every third document
+is long (``LONG_SENTENCES`` sentences, 2,000-8,000 BPE pieces), with its facts, and so the answers, anywhere in
+it: far past the windows of local attention and the decoder's positions, so that what LED adds for long
+documents (global attention, segmented QA/classification heads) is what trains and is evaluated.
 
 Every document is written from templates by this script, drawing only from ``random.Random(seed)``, so a seed
 gives the same files on every platform (``tests/test_project.py`` checks the committed sample against a fresh
@@ -9,9 +12,11 @@ sentence comes from any existing corpus, and every name, company, place and numb
 Why templates: the point of the sample is a pipeline that measurably learns on a 2-core CPU in minutes.
 Each document type has its own vocabulary (the labels are learnable), its facts sit in fixed phrasings at
 random places among filler sentences (answers must be found, not memorised by position), and summaries
-restate the facts in a fixed per-type form (a tiny model can learn the form and some of the copying).
+restate the facts in a fixed per-type form (a tiny model can learn the form and some of the copying). Long
+documents add record-keeping sentences with their own invented names, dates and figures (``LOG_TEMPLATES``),
+so that the filler does not just repeat and the facts' names must be told from the other names around them.
 
-Usage: python scripts/make_sample.py sample --train 300 --dev 40 --seed 13
+Usage: python scripts/make_sample.py sample --train 90 --dev 15 --seed 13
 """
 from __future__ import annotations
 
@@ -75,6 +80,32 @@ GENERIC_FILLER = [
     "Nothing in this document should be read as a forecast of future results.",
     "The original version of this document was prepared in English.",
 ]
+
+
+# Sentences of a long document: drawn per document, so lengths vary from about 2,000 to 4,000 BPE pieces with
+# the project's tokenizer. A long document is asked about LONG_QUESTIONS of its facts (and one it lacks): the
+# QA component reads the whole document once per question, so this keeps the project's run in minutes.
+LONG_SENTENCES = (125, 210)
+LONG_QUESTIONS = 2
+
+# Record-keeping sentences that pad long documents with varied, plausible text of every type.
+LOG_TEMPLATES = [
+    "On {date}, {name} of {company} reviewed section {n} and asked for a revised draft.",
+    "A meeting in {city} on {date} discussed item {n}; {name} took the minutes.",
+    "{name} confirmed that the figures in table {n} match the records held in {city}.",
+    "The working group led by {name} met {n} times before {date}.",
+    "Correspondence with {company} about item {n} is filed under reference {ref}.",
+    "{name} noted that appendix {n} was updated on {date} after comments from {company}.",
+    "An earlier version of section {n}, circulated in {city}, contained a typing error that has been corrected.",
+    "The review of item {n} by {name} found no further issues.",
+]
+
+
+def _log_sentence(rng: random.Random) -> str:
+    return rng.choice(LOG_TEMPLATES).format(
+        name=_name(rng), company=_company(rng), city=rng.choice(CITIES), date=_date(rng, rng.randint(2015, 2024)),
+        n=rng.randint(2, 60), ref=f"{rng.choice('ABCDEFGH')}-{rng.randint(100, 999)}",
+    )
 
 
 def _name(rng: random.Random) -> str:
@@ -285,12 +316,18 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def make_document(rng: random.Random, label: str, doc_id: str, all_questions: Dict[str, List[str]]):
-    """One document as a JSONL record: text, summary, label and SQuAD 2.0 ``qas`` (answers by character offset)."""
+def make_document(rng: random.Random, label: str, doc_id: str, all_questions: Dict[str, List[str]], long: bool):
+    """One document as a JSONL record: text, summary, label and SQuAD 2.0 ``qas`` (answers by character offset).
+    A ``long`` one has ``LONG_SENTENCES`` sentences of filler (its type's, generic and record-keeping ones)."""
     s, title, facts, filler, summary = GENERATORS[label](rng)
     present = [f for f in facts if f[3] or rng.random() < 0.5]
     missing = [f for f in facts if f not in present]
     chosen_filler = rng.sample(filler, 9) + rng.sample(GENERIC_FILLER, 2)
+    if long:
+        chosen_filler += [
+            rng.choice(filler) if rng.random() < 0.4 else _log_sentence(rng)
+            for _ in range(rng.randint(*LONG_SENTENCES) - len(chosen_filler))
+        ]
     sentences = [("fact", f) for f in present] + [("filler", t) for t in chosen_filler]
     rng.shuffle(sentences)
     # Paragraphs of three or four sentences; the text is built piece by piece so that every answer's character
@@ -318,7 +355,7 @@ def make_document(rng: random.Random, label: str, doc_id: str, all_questions: Di
     # Every fact present in the document is asked about; one question has no answer: about an optional fact
     # left out of this document or, when none was left out, one that belongs to another type of document.
     qas = []
-    for fact in present:
+    for fact in rng.sample(present, LONG_QUESTIONS) if long else present:
         answer, start = answers[fact[2]]
         assert text[start : start + len(answer)] == answer
         qas.append({"id": f"{doc_id}-q{len(qas)}", "question": fact[2], "is_impossible": False,
@@ -341,14 +378,15 @@ def make_split(rng: random.Random, prefix: str, count: int) -> List[Dict]:
     all_questions = questions_by_label()
     labels = [LABELS[i % len(LABELS)] for i in range(count)]  # balanced classes
     rng.shuffle(labels)
-    return [make_document(rng, label, f"{prefix}-{i:04d}", all_questions) for i, label in enumerate(labels)]
+    return [make_document(rng, label, f"{prefix}-{i:04d}", all_questions, long=i % 3 == 0)
+            for i, label in enumerate(labels)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--train", type=int, default=300, help="training documents")
-    parser.add_argument("--dev", type=int, default=40, help="held-out documents")
+    parser.add_argument("--train", type=int, default=90, help="training documents")
+    parser.add_argument("--dev", type=int, default=15, help="held-out documents")
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)

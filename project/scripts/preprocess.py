@@ -1,6 +1,7 @@
 """Turn documents in the project's JSONL format into the files the training configs read.
 
-Input: ``<in_dir>/train.jsonl`` and ``<in_dir>/dev.jsonl``, one document per line with ``text`` and any of
+Input: ``<in_dir>/train.jsonl`` and ``<in_dir>/dev.jsonl`` (and ``<in_dir>/<name>-train.jsonl`` /
+``<name>-dev.jsonl`` for each ``--include name``, appended after them), one document per line with ``text`` and any of
 ``summary`` (a reference summary), ``labels`` (a label or a list of labels) and ``qas`` (SQuAD 2.0 questions:
 ``question``, ``id``, ``is_impossible``, ``answers`` with ``text`` and ``answer_start`` character offsets).
 
@@ -13,9 +14,10 @@ Output, in ``<out_dir>`` for each split:
 
 Every answer is checked to sit at its ``answer_start`` before anything is written, so a broken offset fails
 here with the document and question named, not deep inside training. ``--limit`` keeps the first N documents
-of each split (0 = all), e.g. for a quick run.
+of each split (0 = all, counted over all its files in order) and ``--max-chars`` leaves out documents longer
+than that (0 = none), e.g. for a quick run.
 
-Usage: python scripts/preprocess.py sample corpus/sample [--limit 0]
+Usage: python scripts/preprocess.py sample corpus/sample [--include wikipedia] [--limit 0] [--max-chars 0]
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Sequence
 
 SPLITS = ("train", "dev")
 
@@ -66,21 +68,27 @@ def to_squad(records: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"version": "v2.0", "data": data}
 
 
-def convert(in_dir: Path, out_dir: Path, limit: int = 0) -> Dict[str, Dict[str, int]]:
+def convert(
+    in_dir: Path, out_dir: Path, limit: int = 0, include: Sequence[str] = (), max_chars: int = 0
+) -> Dict[str, Dict[str, int]]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stats = {}
     for split in SPLITS:
-        source = in_dir / f"{split}.jsonl"
-        if not source.exists():
-            sys.exit(f"{source} does not exist: {in_dir} needs train.jsonl and dev.jsonl.")
-        records = []
-        for record in read_jsonl(source):
-            check_record(source, record)
-            records.append(record)
-            if limit and len(records) >= limit:
-                break
+        sources = [in_dir / f"{split}.jsonl", *(in_dir / f"{name}-{split}.jsonl" for name in include)]
+        for source in sources:
+            if not source.exists():
+                sys.exit(f"{source} does not exist: {in_dir} needs train.jsonl and dev.jsonl (and "
+                         f"<name>-train.jsonl / <name>-dev.jsonl for each --include name).")
+        records: List[Dict[str, Any]] = []
+        for source in sources:
+            for record in read_jsonl(source):
+                if limit and len(records) >= limit:
+                    break
+                check_record(source, record)
+                if not max_chars or len(record["text"]) <= max_chars:
+                    records.append(record)
         with open(out_dir / f"{split}.jsonl", "w", encoding="utf8") as f:
-            for r in records:
+            for r in (r for r in records if "summary" in r or "labels" in r):  # QA-only documents: SQuAD JSON only
                 kept = {k: r[k] for k in ("id", "text", "summary", "labels") if k in r}
                 f.write(json.dumps(kept, ensure_ascii=False) + "\n")
         with open(out_dir / f"{split}-squad.json", "w", encoding="utf8") as f:
@@ -101,8 +109,11 @@ def main() -> None:
     parser.add_argument("in_dir", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--limit", type=int, default=0, help="first N documents of each split (0 = all)")
+    parser.add_argument("--include", action="append", default=[], metavar="NAME",
+                        help="also read <in_dir>/NAME-train.jsonl and NAME-dev.jsonl (repeatable)")
+    parser.add_argument("--max-chars", type=int, default=0, help="leave out longer documents (0 = keep all)")
     args = parser.parse_args()
-    for split, counts in convert(args.in_dir, args.out_dir, args.limit).items():
+    for split, counts in convert(args.in_dir, args.out_dir, args.limit, args.include, args.max_chars).items():
         print(f"{split}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
