@@ -56,7 +56,8 @@ def ci_project(tmp_path_factory):
     """A copy of project/ after `python -m weasel run ci`."""
     root = tmp_path_factory.mktemp("project") / "project"
     shutil.copytree(PROJECT, root, ignore=shutil.ignore_patterns(*GENERATED, "__pycache__"))
-    result = _run(["-m", "weasel", "run", "ci", str(root)], cwd=root)
+    # a few CPU minutes; the timeout only guards against a hang, on a machine shared with other jobs
+    result = _run(["-m", "weasel", "run", "ci", str(root)], cwd=root, timeout=1800)
     return root, result.stdout
 
 
