@@ -4,6 +4,7 @@
     spacy-led apply --checkpoint DIR --task summarize INPUT OUTPUT [options]
     spacy-led apply --ray ADDRESS ... INPUT OUTPUT_DIR [--merge merged.jsonl]
     spacy-led merge OUTPUT_DIR merged.jsonl
+    spacy-led train-distributed CONFIG --num-workers N
     python -m spacy_led ...
 
 A subcommand is a function that adds its parser to ``COMMANDS``' subparsers and sets ``handler`` (a function
@@ -20,6 +21,7 @@ from typing import Callable, List, Optional, Sequence
 
 from .apply import TASKS, ApplyOptions, UsageError, run_apply
 from .apply.options import INPUT_FORMATS, OVERFLOW_CHOICES
+from .training.command import add_train_distributed_command
 
 
 def _usage_error(command: str, err: Exception) -> int:
@@ -135,13 +137,14 @@ def _run_merge(args) -> int:
 
 
 # Each adds one subcommand to the parser (see the module docstring).
-COMMANDS: List[Callable] = [add_apply_command, add_merge_command]
+COMMANDS: List[Callable] = [add_apply_command, add_merge_command, add_train_distributed_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spacy-led",
-        description="Run spaCy LED pipelines (summarize, classify, answer questions) over corpora.",
+        description="Run spaCy LED pipelines (summarize, classify, answer questions) over corpora, and fine-tune "
+                    "their models on several workers.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -356,6 +356,13 @@ class LEDPipe(TrainablePipe):
         """Input tensors and gold targets for ``examples`` (None if none has a gold annotation)."""
         raise NotImplementedError
 
+    def training_batch(self, examples: Iterable[Example]) -> Optional[Dict[str, Any]]:
+        """The keyword arguments of the torch module's training forward pass for ``examples`` (inputs and gold
+        targets, on the module's device; None if no example has a gold annotation): what ``update`` trains on,
+        for training loops outside spaCy (``spacy_led.training``)."""
+        self._require_ready()
+        return self._training_batch(list(examples))
+
     def update(
         self,
         examples: Iterable[Example],
@@ -372,8 +379,7 @@ class LEDPipe(TrainablePipe):
         losses.setdefault(self.name, 0.0)
         examples = list(examples)
         validate_examples(examples, f"{type(self).__name__}.update")
-        self._require_ready()
-        batch = self._training_batch(examples)
+        batch = self.training_batch(examples)
         if batch is None:
             return losses
         output, backprop = self.model.begin_update(batch)
