@@ -26,6 +26,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -210,6 +211,7 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
     accumulation = config.accumulation_steps
     device = module.device
     module.train()
+    started = time.perf_counter()
 
     while step < plan.total_steps:
         epoch = step // plan.steps_per_epoch
@@ -241,7 +243,8 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
             if world > 1:
                 dist.all_reduce(loss_sum)
             metrics = {"step": step, "epoch": epoch, "loss": float(loss_sum / step_units),
-                       "learning_rate": schedule.get_last_lr()[0], "resumed_from": resumed_from}
+                       "learning_rate": schedule.get_last_lr()[0], "resumed_from": resumed_from,
+                       "examples_per_second": (step - resumed_from) * config.batch_size / (time.perf_counter() - started)}
             _report(metrics, step, plan, config, rank, pipe, optimizer, schedule)
             if loop_config.get("kill_at_step") == step and rank == min(1, world - 1) and checkpoint is None:
                 _crash_once_reports_are_collected()
