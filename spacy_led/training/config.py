@@ -53,7 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-TASK_COMPONENTS = {"summarize": "led_summarizer", "classify": "led_classifier", "qa": "led_qa"}
+from ..apply.options import TASKS as TASK_COMPONENTS  # the task names of `spacy-led apply --task`
+
 CONFIG_SUFFIXES = (".cfg", ".json", ".yml", ".yaml")
 
 
