@@ -65,13 +65,11 @@ def absolute_paths(config: TrainingConfig) -> TrainingConfig:
 
 def prepare_start(config: TrainingConfig, directory: Path) -> int:
     """Write the model every worker starts from to ``directory``; returns the number of usable examples."""
-    from spacy.util import fix_random_seed
+    from spacy.util import fix_random_seed, registry
 
     fix_random_seed(config.seed)
     nlp = build_pipeline(config, config.checkpoint)
     pipe = nlp.get_pipe(config.component_name)
-    from spacy.util import registry
-
     reader = registry.resolve({"reader": config.train_corpus})["reader"]
     pipe.initialize(lambda: reader(nlp), nlp=nlp, vocab_size=config.vocab_size)
     count = len(training_examples(config, nlp))
