@@ -246,19 +246,24 @@ def train_loop_per_worker(loop_config: Dict[str, Any]) -> None:
                        "learning_rate": schedule.get_last_lr()[0], "resumed_from": resumed_from,
                        "examples_per_second": (step - resumed_from) * config.batch_size / (time.perf_counter() - started)}
             _report(metrics, step, plan, config, rank, pipe, optimizer, schedule)
-            if loop_config.get("kill_at_step") == step and rank == min(1, world - 1) and checkpoint is None:
-                _crash_once_reports_are_collected()
+            if loop_config.get("kill_at_step") == step and checkpoint is None:
+                _crash_once_reports_are_collected(rank == min(1, world - 1), world)
 
 
-def _crash_once_reports_are_collected() -> None:
+def _crash_once_reports_are_collected(victim: bool, world: int) -> None:
     """The ``kill_at_step`` test hook. Ray Train keeps a checkpoint once the controller has collected every
     worker's report of it (it polls every 2 s); a worker that dies before would take the last checkpoint with
-    it, and the run would resume from an older one. So wait for the controller to take this worker's reports
-    (Ray Train's own result queue), then die as a crashed process does, without any clean-up."""
+    it, and the run would resume from an older one. So every worker waits for the controller to take its
+    reports (Ray Train's own result queue), they meet at a barrier, and then the victim dies as a crashed
+    process does, without any clean-up."""
+    import torch.distributed as dist
     from ray.train.v2._internal.execution.context import get_train_context
 
     get_train_context().get_result_queue().join()
-    os.kill(os.getpid(), signal.SIGKILL)
+    if world > 1:
+        dist.barrier()
+    if victim:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _report(metrics, step, plan, config, rank, pipe, optimizer, schedule) -> None:
