@@ -185,17 +185,22 @@ class ByteLevelBPE:
         cls,
         path: str | os.PathLike,
         *,
+        revision: str | None = None,
         model_max_length: int | None = None,
         add_prefix_space: bool | None = None,
     ) -> "ByteLevelBPE":
-        """Load the tokenizer of a checkpoint directory (e.g. a copy of ``allenai/led-base-16384``).
+        """Load the tokenizer of a checkpoint directory (e.g. a copy of ``allenai/led-base-16384``) or of a
+        hub id (``allenai/led-base-16384``, optionally ``@revision`` or ``revision=``: only the tokenizer
+        files are fetched, see ``spacy_led.modeling.hub``).
 
         Reads ``tokenizer.json`` when present, else ``vocab.json`` + ``merges.txt``; honours
         ``tokenizer_config.json`` and ``special_tokens_map.json`` (special tokens,
         ``model_max_length``, ``add_prefix_space``) where they exist. Keyword arguments override
         the files.
         """
-        directory = Path(path)
+        from .modeling.hub import TOKENIZER, resolve_checkpoint
+
+        directory = resolve_checkpoint(path, revision=revision, needs=(TOKENIZER,))
         if not directory.exists():
             raise FileNotFoundError(
                 f"LED tokenizer directory '{directory}' does not exist. Pass the directory of an LED/BART "

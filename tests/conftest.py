@@ -125,3 +125,25 @@ LONG_TEXT = (
     "Witnesses described the café meeting in Zürich; one said 東京 was mentioned twice. Was the payment late? "
     "The judge asked who signed first. Nobody answered at once.\tLater the clerk read the record aloud. "
 )
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty HuggingFace cache that huggingface_hub uses, offline (its constants are read at import, so the
+    module attributes are patched rather than the environment). A test that reaches for the network fails."""
+    import huggingface_hub as hub
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hub.constants, "HF_HUB_OFFLINE", True)
+    network_calls = []
+
+    def no_network(*args, **kwargs):
+        network_calls.append(args)
+        raise ConnectionError("offline test")
+
+    monkeypatch.setattr(hub, "list_repo_files", no_network)
+    monkeypatch.setattr(hub, "snapshot_download", no_network)
+    yield cache
+    assert not network_calls, f"offline resolution tried to reach the hub: {network_calls}"

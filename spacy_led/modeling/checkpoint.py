@@ -1,5 +1,8 @@
 """HuggingFace checkpoint directories <-> LED state dicts.
 
+A hub id (``allenai/led-base-16384``) is first resolved to a directory of the local HuggingFace cache
+(``hub.py``).
+
 Reads ``model.safetensors``, sharded safetensors (``model.safetensors.index.json``) and, for old checkpoints,
 ``pytorch_model.bin`` (sharded or not) through ``torch.load(weights_only=True)`` only, never full unpickling.
 Writes ``config.json`` + ``model.safetensors`` that transformers loads with the same outputs. A generating model
@@ -23,6 +26,7 @@ from torch import nn
 
 from .config import LEDConfig
 from .generation_config import GenerationConfig
+from .hub import MODEL, resolve_checkpoint
 
 logger = logging.getLogger("spacy_led")
 
@@ -46,7 +50,7 @@ def _is_head_key(key: str) -> bool:
     return key in HEAD_KEYS or key.startswith(HEAD_PREFIXES)
 
 
-def _weight_files(path: Path) -> Tuple[str, List[Path]]:
+def weight_files(path: Path) -> Tuple[str, List[Path]]:
     """The weight files of a checkpoint directory, safetensors preferred."""
     for index_name, kind in ((SAFE_WEIGHTS_INDEX_NAME, "safetensors"), (WEIGHTS_INDEX_NAME, "bin")):
         index_file = path / index_name
@@ -67,7 +71,7 @@ def _weight_files(path: Path) -> Tuple[str, List[Path]]:
     raise FileNotFoundError(
         f"checkpoint directory {path} has no weights: expected {SAFE_WEIGHTS_NAME}, {SAFE_WEIGHTS_INDEX_NAME}, "
         f"{WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME}. Download the whole model directory (e.g. with "
-        f"`huggingface-cli download allenai/led-base-16384 --local-dir DIR`) on a machine with network access."
+        f"`hf download allenai/led-base-16384 --local-dir DIR`), or give the hub id itself (allenai/led-base-16384)."
     )
 
 
@@ -78,7 +82,7 @@ def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_dir():
         raise FileNotFoundError(f"checkpoint directory {path} does not exist or is not a directory.")
-    kind, files = _weight_files(path)
+    kind, files = weight_files(path)
     state: Dict[str, torch.Tensor] = {}
     for file in files:
         try:
@@ -118,17 +122,18 @@ def load_pretrained(
     cls: Type[nn.Module],
     path: Union[str, Path],
     *,
+    revision: Optional[str] = None,
     dtype: Optional[torch.dtype] = None,
     device: Union[str, torch.device, None] = None,
     config: Optional[LEDConfig] = None,
     **config_changes,
 ):
-    """Build ``cls`` from a checkpoint directory (see module docstring for what is checked).
+    """Build ``cls`` from a checkpoint directory or hub id (see module docstring for what is checked).
 
     ``config_changes`` override settings of the checkpoint's config as transformers' ``from_pretrained`` keyword
     arguments do (``num_labels=3``, ``dropout=0.2``); ``torch_dtype`` is transformers' older name for
     ``dtype``. A keyword that is no setting of the config is an error, as it is in transformers."""
-    path = Path(path)
+    path = resolve_checkpoint(path, revision=revision, needs=MODEL)
     if "torch_dtype" in config_changes:
         torch_dtype = config_changes.pop("torch_dtype")
         if dtype is not None and dtype != torch_dtype:
@@ -251,7 +256,7 @@ def weight_names(path: Union[str, Path]) -> Set[str]:
     from safetensors import safe_open
 
     path = Path(path)
-    kind, files = _weight_files(path)
+    kind, files = weight_files(path)
     names: Set[str] = set()
     for file in files:
         try:

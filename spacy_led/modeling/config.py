@@ -203,10 +203,14 @@ class LEDConfig:
         return data
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], **overrides: Any) -> "LEDConfig":
-        """Read ``config.json`` from a checkpoint directory (its generation settings: ``GenerationConfig``);
-        ``overrides`` change settings as in :meth:`copy` (``LEDConfig.from_pretrained(path, num_labels=3)``)."""
-        path = Path(path)
+    def from_pretrained(cls, path: Union[str, Path], *, revision: Optional[str] = None, **overrides: Any
+                        ) -> "LEDConfig":
+        """Read ``config.json`` from a checkpoint directory or hub id (``hub.py``; its generation settings:
+        ``GenerationConfig``); ``overrides`` change settings as in :meth:`copy`
+        (``LEDConfig.from_pretrained(path, num_labels=3)``)."""
+        from .hub import CONFIG, resolve_checkpoint
+
+        path = resolve_checkpoint(path, revision=revision, needs=(CONFIG,))
         config_file = path / CONFIG_NAME if path.is_dir() else path
         if not path.exists():
             raise FileNotFoundError(

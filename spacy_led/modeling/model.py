@@ -267,15 +267,20 @@ class LEDPreTrainedModel(nn.Module):
         cls,
         path: Union[str, Path],
         *,
+        revision: Optional[str] = None,
         dtype: Optional[torch.dtype] = None,
         device: Union[str, torch.device, None] = None,
         config: Optional[LEDConfig] = None,
         **config_changes,
     ):
-        """Load a HuggingFace LED checkpoint directory (see ``checkpoint.load_state_dict``)."""
+        """Load a HuggingFace LED checkpoint: a directory, or a hub id such as ``allenai/led-base-16384``
+        (optionally ``@revision``, or ``revision=``; see ``hub.py``). ``checkpoint.load_pretrained`` says
+        what is checked."""
         from .checkpoint import load_pretrained
 
-        return load_pretrained(cls, path, dtype=dtype, device=device, config=config, **config_changes)
+        return load_pretrained(
+            cls, path, revision=revision, dtype=dtype, device=device, config=config, **config_changes
+        )
 
     def save_pretrained(self, path: Union[str, Path]) -> None:
         """Write ``config.json`` + ``model.safetensors`` that both spacy-led and transformers load."""

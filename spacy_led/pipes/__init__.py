@@ -22,10 +22,11 @@ def _factory(function_name: str, component_class: str, settings: type) -> Callab
     """A factory making ``component_class`` (``"module:Class"`` in this package, imported on first use) with
     config arguments made from ``settings``' fields."""
 
-    def make(nlp: Language, name: str, model, global_attention, checkpoint, scorer, **values: Any):
+    def make(nlp: Language, name: str, model, global_attention, checkpoint, revision, scorer, **values: Any):
         module, cls = component_class.split(":")
         pipe_class = getattr(import_module(f"{__name__}.{module}"), cls)
-        return pipe_class(nlp.vocab, model, name, checkpoint=checkpoint, global_attention=global_attention,
+        return pipe_class(nlp.vocab, model, name, checkpoint=checkpoint, revision=revision,
+                          global_attention=global_attention,
                           scorer=scorer, **values)
 
     make.__signature__ = factory_signature(settings)  # type: ignore[attr-defined]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import srsly
@@ -65,6 +64,7 @@ class LEDPipe(TrainablePipe):
         name: str,
         *,
         checkpoint: Optional[str] = None,
+        revision: Optional[str] = None,
         global_attention: Callable[[Doc], Any],
         scorer: Optional[Callable] = None,
         **settings: Any,
@@ -82,6 +82,7 @@ class LEDPipe(TrainablePipe):
         # What a local checkpoint says it is, is checked now (cheap: its config.json), so a checkpoint of
         # another task fails at add_pipe.
         self._checkpoint: Optional[str] = str(checkpoint) if checkpoint else None
+        self._revision: Optional[str] = revision or None
         if self._checkpoint:
             layers.check_checkpoint_task(self.model.attrs["task"], self._checkpoint, component=name, new_head=True)
 
@@ -94,15 +95,17 @@ class LEDPipe(TrainablePipe):
         ``module`` or ``max_input_length``. A pipe whose model came from ``nlp.initialize()``, ``from_disk`` or
         ``from_bytes`` has nothing to load."""
         if self._checkpoint and not layers.has_module(self.model):
-            self.load_checkpoint(self._checkpoint)
+            self.load_checkpoint(self._checkpoint, revision=self._revision)
 
-    def load_checkpoint(self, path: str, *, new_head: bool = False) -> None:
-        """Tokenizer and weights from a HuggingFace LED checkpoint directory. The checkpoint must hold this
-        task's head unless ``new_head`` (``initialize``: a fresh head is trained), since a random head gives
+    def load_checkpoint(self, path: str, *, revision: Optional[str] = None, new_head: bool = False) -> None:
+        """Tokenizer and weights from a HuggingFace LED checkpoint: a directory, or a hub id such as
+        ``allenai/led-base-16384[@revision]`` (fetched once into the HuggingFace cache). The checkpoint must hold
+        this task's head unless ``new_head`` (``initialize``: a fresh head is trained), since a random head gives
         meaningless output."""
+        from ..modeling.hub import resolve_checkpoint
         from ..tokenizer import LEDTokenizer
 
-        path = str(Path(path).expanduser())
+        path = str(resolve_checkpoint(path, revision=revision))
         layers.check_checkpoint_task(self.model.attrs["task"], path, component=self.name, new_head=new_head,
                                      **self._checkpoint_config())
         self.tokenizer = LEDTokenizer.from_pretrained(path)
@@ -124,8 +127,8 @@ class LEDPipe(TrainablePipe):
             return (f"component '{self.name}' has not read its checkpoint {self._checkpoint} yet: call its load() "
                     f"(processing a Doc does it).")
         return (f"component '{self.name}' has no model yet: add it with config={{'checkpoint': "
-                f"'path/to/led-checkpoint'}} (a HuggingFace LED directory), or call nlp.initialize() to train one "
-                f"from scratch.")
+                f"'allenai/led-base-16384'}} (a hub id or a HuggingFace LED directory), or call nlp.initialize() "
+                f"to train one from scratch.")
 
     def _require_ready(self) -> None:
         self.load()
@@ -294,21 +297,23 @@ class LEDPipe(TrainablePipe):
         *,
         nlp=None,
         checkpoint: Optional[str] = None,
+        revision: Optional[str] = None,
         tokenizer: Optional[str] = None,
         vocab_size: int = 8000,
     ) -> None:
         """Make the pipe ready to train.
 
-        ``checkpoint`` (here or in the component config): fine-tune a HuggingFace LED. Otherwise a fresh LED of
+        ``checkpoint`` (here or in the component config; a directory or a hub id, ``revision`` or
+        ``org/name@rev`` pinning a hub revision): fine-tune a HuggingFace LED. Otherwise a fresh LED of
         the architecture's shape is built, with the tokenizer at ``tokenizer`` (a directory with vocab.json +
         merges.txt or tokenizer.json), or else a byte-level BPE of ``vocab_size`` learnt from the training
         texts."""
         validate_get_examples(get_examples, f"{type(self).__name__}.initialize")
         self._initialize_from_examples(get_examples)
         if not checkpoint and not layers.has_module(self.model):
-            checkpoint = self._checkpoint
+            checkpoint, revision = self._checkpoint, revision or self._revision
         if checkpoint:
-            self.load_checkpoint(checkpoint, new_head=True)
+            self.load_checkpoint(checkpoint, revision=revision, new_head=True)
         elif not layers.has_module(self.model):
             from ..tokenizer import LEDTokenizer
 

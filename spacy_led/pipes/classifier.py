@@ -46,9 +46,9 @@ class LEDClassifier(LEDPipe):
             changes["id2label"] = dict(enumerate(self.cfg["labels"]))
         return changes
 
-    def load_checkpoint(self, path: str, *, new_head: bool = False) -> None:
+    def load_checkpoint(self, path: str, *, revision: Optional[str] = None, new_head: bool = False) -> None:
         """Labels come from the config when given (a new head is trained for them), else from the checkpoint."""
-        super().load_checkpoint(path, new_head=new_head)
+        super().load_checkpoint(path, revision=revision, new_head=new_head)
         if not self.cfg["labels"]:
             id2label = self.module.config.id2label or {}
             self.cfg["labels"] = [id2label[i] for i in sorted(id2label)]

@@ -102,8 +102,8 @@ class QASettings(PipeSettings):
 
 
 def factory_signature(settings: type) -> inspect.Signature:
-    """``(nlp, name, model, global_attention, checkpoint, scorer, <one keyword per setting>)`` with the settings'
-    types and defaults: what spaCy reads to validate and fill a component's config block."""
+    """``(nlp, name, model, global_attention, checkpoint, revision, scorer, <one keyword per setting>)`` with the
+    settings' types and defaults: what spaCy reads to validate and fill a component's config block."""
     from spacy.language import Language
     from thinc.api import Model
 
@@ -112,7 +112,8 @@ def factory_signature(settings: type) -> inspect.Signature:
         ("name", str, inspect.Parameter.empty),
         ("model", Model, inspect.Parameter.empty),
         ("global_attention", Callable, inspect.Parameter.empty),
-        ("checkpoint", Optional[str], None),  # a HuggingFace LED directory, read on the component's load()
+        ("checkpoint", Optional[str], None),  # a HuggingFace LED directory or hub id, read by the component's load()
+        ("revision", Optional[str], None),  # the hub revision (branch, tag, commit) of a hub id checkpoint
         ("scorer", Optional[Callable], None),
     ]
     params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t) for n, t, d in fixed]
