@@ -5,6 +5,7 @@
     spacy-led apply --ray ADDRESS ... INPUT OUTPUT_DIR [--merge merged.jsonl]
     spacy-led merge OUTPUT_DIR merged.jsonl
     spacy-led train-distributed CONFIG --num-workers N
+    spacy-led convert-bart SOURCE DEST [--max-positions 16384] [--attention-window 1024]
     python -m spacy_led ...
 
 A subcommand is a function that adds its parser to ``COMMANDS``' subparsers and sets ``handler`` (a function
@@ -35,7 +36,7 @@ def add_apply_command(sub) -> None:
         help="apply a pipeline to a corpus, writing one JSON record per document (resumable)",
         description=(
             "Apply a pipeline to INPUT and write one JSON record per document to OUTPUT. "
-            "Usage: spacy-led apply MODEL INPUT OUTPUT, or spacy-led apply --checkpoint DIR --task TASK INPUT "
+            "Usage: spacy-led apply MODEL INPUT OUTPUT, or spacy-led apply --checkpoint DIR|ORG/NAME --task TASK INPUT "
             "OUTPUT. INPUT: a JSONL file, a folder of .txt files, or a .spacy file/folder. Running the same "
             "command again after an interruption resumes it. With --ray, OUTPUT is a directory of part files "
             "(spacy-led merge joins them). Exit status: 0 all documents done, 1 some failed (see the errors "
@@ -46,7 +47,9 @@ def add_apply_command(sub) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH",
                    help="pipeline directory or package name (left out with --checkpoint), input, output")
-    p.add_argument("--checkpoint", help="HuggingFace LED directory: spacy.blank('en') + the --task component")
+    p.add_argument("--checkpoint", help="HuggingFace LED directory or hub id (org/name[@revision]): "
+                                        "spacy.blank('en') + the --task component")
+    p.add_argument("--revision", help="hub revision (branch, tag or commit) of a hub id --checkpoint")
     p.add_argument("--task", choices=sorted(TASKS), help="component to build on --checkpoint")
     p.add_argument("--component-config", metavar="JSON",
                    help='extra component settings with --checkpoint, e.g. \'{"num_beams": 4}\'')
@@ -95,7 +98,8 @@ def _run_apply(args, parser: argparse.ArgumentParser) -> int:
             parser.error("--component-config must be a JSON object")
     options = ApplyOptions(
         input=args.paths[-2], output=args.paths[-1], model=None if args.checkpoint else args.paths[0],
-        checkpoint=args.checkpoint, task=args.task, component_config=component_config, code=args.code,
+        checkpoint=args.checkpoint, revision=args.revision, task=args.task, component_config=component_config,
+        code=args.code,
         input_format=args.input_format, text_key=args.text_key, id_key=args.id_key, questions=args.questions,
         batch_size=args.batch_size, batch_token_budget=args.batch_token_budget, overflow=args.overflow,
         max_length=args.max_length, n_process=args.n_process, gpu_id=args.gpu_id, errors=args.errors,
@@ -136,8 +140,43 @@ def _run_merge(args) -> int:
     return merged.exit_code
 
 
+def add_convert_bart_command(sub) -> None:
+    p = sub.add_parser(
+        "convert-bart",
+        help="make an LED checkpoint from a BART checkpoint (e.g. facebook/bart-large-cnn) for long documents",
+        description="Write DEST, an LED checkpoint (config, safetensors weights, tokenizer, generation settings) "
+                    "made from the BART seq2seq checkpoint SOURCE (a directory or hub id) as the LED paper did: "
+                    "encoder positions extended to --max-positions by repeating BART's, global attention "
+                    "projections copied from the local ones. On inputs up to half the window it computes what "
+                    "BART does; positions past BART's 1,024 are untrained until fine-tuned. Exit status: 0 "
+                    "written, 1 the source cannot become such an LED (the error says why), 2 usage error.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="BART checkpoint: a directory or a hub id (org/name[@revision])")
+    p.add_argument("dest", metavar="DEST", help="the LED checkpoint directory to write (new or empty)")
+    p.add_argument("--max-positions", type=int, default=16384, help="encoder positions of the LED (default: 16384)")
+    p.add_argument("--attention-window", type=int, default=1024,
+                   help="two-sided local attention window of every encoder layer (default: 1024)")
+    p.add_argument("--revision", default=None, help="hub revision of a hub id SOURCE")
+    p.set_defaults(handler=_run_convert_bart)
+
+
+def _run_convert_bart(args) -> int:
+    from .modeling.convert_bart import convert_bart_to_led
+
+    try:
+        dest = convert_bart_to_led(args.source, args.dest, max_positions=args.max_positions,
+                                   attention_window=args.attention_window, revision=args.revision)
+    except (FileNotFoundError, ImportError, ValueError) as err:  # ConversionError and CheckpointError included
+        print(f"spacy-led convert-bart: error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote LED checkpoint {dest} ({args.max_positions} encoder positions, window {args.attention_window})",
+          file=sys.stderr)
+    return 0
+
+
 # Each adds one subcommand to the parser (see the module docstring).
-COMMANDS: List[Callable] = [add_apply_command, add_merge_command, add_train_distributed_command]
+COMMANDS: List[Callable] = [add_apply_command, add_merge_command, add_train_distributed_command,
+                            add_convert_bart_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,7 +5,11 @@ head counts, FFN sizes, activation functions). Inputs no longer than half the co
 is exact; float32 tolerance 1e-5 relative to the largest value.
 """
 import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -243,3 +247,31 @@ def test_an_existing_destination_is_not_overwritten(transformers_led, tmp_path):
     with pytest.raises(ConversionError, match="not an empty directory"):
         convert_bart_to_led(tmp_path / "bart", tmp_path / "led", max_positions=MAX_POSITIONS, attention_window=WINDOW)
     assert (tmp_path / "led" / "notes.txt").read_text() == "keep me"
+
+
+def test_command_line_converts_a_hub_id_from_the_cache(transformers_led, tmp_path):
+    """``spacy-led convert-bart`` in a fresh process that knows the cache only from HF_HOME and HF_HUB_OFFLINE."""
+    source = tmp_path / "bart"
+    bart = make_bart(transformers_led, source, seed=7)
+    write_hub_cache(tmp_path / "hf-home" / "hub", "someone/tiny-bart", source, revision="v1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE"))}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    script = Path(sys.executable).parent / "spacy-led"
+
+    def convert(*args):
+        return subprocess.run([str(script), "convert-bart", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    result = convert("someone/tiny-bart@v1", str(tmp_path / "led"), "--max-positions", "256",
+                     "--attention-window", "64")
+    assert result.returncode == 0, result.stderr
+    led = LEDForConditionalGeneration.from_pretrained(tmp_path / "led")
+    assert (led.config.max_encoder_position_embeddings, led.config.attention_window) == (256, [64, 64])
+    ids, mask = _batch()
+    with torch.no_grad():
+        _close(led(input_ids=ids, attention_mask=mask).logits, bart(input_ids=ids, attention_mask=mask).logits)
+
+    result = convert("someone/not-cached", str(tmp_path / "led2"))
+    assert result.returncode == 1
+    assert "hf download someone/not-cached --revision main" in result.stderr
+    assert not (tmp_path / "led2").exists()

@@ -5,6 +5,7 @@ from a tiny random checkpoint and points huggingface_hub at it in offline mode. 
 network are replaced by ones that fail the test (``hf_cache`` in conftest), so a passing test proves the cache
 alone answered.
 """
+import json
 import sys
 
 import pytest
@@ -217,3 +218,22 @@ def test_unreachable_hub_falls_back_to_the_cache(cached_repo, summarizer_checkpo
     assert torch.equal(_logits(model), _logits(LEDForConditionalGeneration.from_pretrained(summarizer_checkpoint)))
     with pytest.raises(CheckpointNotFound, match="could not be reached .*network is unreachable"):
         LEDForConditionalGeneration.from_pretrained("other-org/not-cached")
+
+
+def test_apply_command_with_a_hub_id_checkpoint(cached_repo, summarizer_checkpoint, tmp_path, capsys):
+    from spacy_led import cli
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in (LONG_TEXT, "The court ruled. Both agreed.")))
+    settings = ["--task", "summarize", "--component-config", json.dumps({"max_summary_length": 8}), "--no-progress"]
+    assert cli.main(["apply", "--checkpoint", str(summarizer_checkpoint), *settings, str(source),
+                     str(tmp_path / "dir.jsonl")]) == 0
+    assert cli.main(["apply", "--checkpoint", REPO, "--revision", "main", *settings, str(source),
+                     str(tmp_path / "hub.jsonl")]) == 0
+    expected = (tmp_path / "dir.jsonl").read_text()
+    assert len(expected.splitlines()) == 2 and all(json.loads(line)["summary"] for line in expected.splitlines())
+    assert (tmp_path / "hub.jsonl").read_text() == expected
+
+    capsys.readouterr()
+    assert cli.main(["apply", "--checkpoint", REPO + "@v9", *settings, str(source), str(tmp_path / "v9.jsonl")]) == 2
+    assert "revision 'v9'" in capsys.readouterr().err and not (tmp_path / "v9.jsonl").exists()

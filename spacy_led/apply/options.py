@@ -21,7 +21,8 @@ class ApplyOptions:
     input: str
     output: str
     model: Optional[str] = None
-    checkpoint: Optional[str] = None
+    checkpoint: Optional[str] = None  # a HuggingFace LED directory or hub id
+    revision: Optional[str] = None  # the hub revision of a hub id checkpoint
     task: Optional[str] = None
     component_config: Dict[str, Any] = field(default_factory=dict)
     code: Optional[str] = None  # a Python file with custom components, imported before the pipeline loads
@@ -62,6 +63,8 @@ class ApplyOptions:
             raise UsageError(f"--checkpoint needs --task, one of {', '.join(TASKS)}.")
         if not self.checkpoint and not self.model:
             raise UsageError("give MODEL (a pipeline directory or package) or --checkpoint DIR --task TASK.")
+        if self.revision and not self.checkpoint:
+            raise UsageError("--revision pins the hub revision of --checkpoint; give --checkpoint ORG/NAME too.")
         if self.merge and not self.ray:
             raise UsageError("--merge joins the part files of a --ray run; a local run writes OUTPUT directly.")
 

@@ -1,5 +1,5 @@
-"""The pipeline a run uses: loaded from a saved pipeline, a package or a checkpoint directory + task, with the
-run's overrides of the LED components' settings. Called by the driver and again by every worker process."""
+"""The pipeline a run uses: loaded from a saved pipeline, a package or a checkpoint (directory or hub id) + task,
+with the run's overrides of the LED components' settings. Called by the driver and again by every worker process."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +19,8 @@ def import_code(path: str) -> None:
 
 def load_pipeline(options: ApplyOptions, gpu_id: int = None):
     """A saved pipeline / installed package, or spacy.blank("en") + the task's component on a HuggingFace LED
-    checkpoint directory, configured by ``options``. ``gpu_id`` overrides ``options.gpu_id`` (a Ray worker uses
-    the GPU Ray gives it)."""
+    checkpoint (a directory, or a hub id fetched into the HuggingFace cache), configured by ``options``.
+    ``gpu_id`` overrides ``options.gpu_id`` (a Ray worker uses the GPU Ray gives it)."""
     import spacy
 
     gpu = options.gpu_id if gpu_id is None else gpu_id
@@ -31,10 +31,18 @@ def load_pipeline(options: ApplyOptions, gpu_id: int = None):
     if options.checkpoint:
         if options.task not in TASKS:
             raise UsageError(f"--checkpoint needs --task, one of {', '.join(TASKS)}.")
-        if not Path(options.checkpoint).is_dir():
-            raise UsageError(f"checkpoint {options.checkpoint!r} is not a directory (a HuggingFace LED download).")
+        from ..modeling.hub import resolve_checkpoint
+
+        try:  # here, so that a missing checkpoint is a usage error before any output is written
+            directory = resolve_checkpoint(options.checkpoint, revision=options.revision)
+        except (FileNotFoundError, ImportError, ValueError) as err:
+            raise UsageError(str(err)) from err
+        if not directory.is_dir():
+            raise UsageError(f"checkpoint {options.checkpoint!r} is neither a directory (a HuggingFace LED "
+                             f"download) nor a hub id (org/name).")
         nlp = spacy.blank("en")
-        nlp.add_pipe(TASKS[options.task], config={"checkpoint": str(options.checkpoint), **options.component_config})
+        nlp.add_pipe(TASKS[options.task], config={"checkpoint": str(options.checkpoint), "revision": options.revision,
+                                                  **options.component_config})
     else:
         if not options.model:
             raise UsageError("give MODEL (a pipeline directory or package) or --checkpoint DIR --task TASK.")

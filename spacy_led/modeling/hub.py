@@ -186,7 +186,8 @@ def _cached_snapshot(hub, repo_id: str, revision: str) -> Optional[Path]:
 def _import_hub(repo_id: str):
     try:
         import huggingface_hub
-        import huggingface_hub.errors  # noqa: F401  (the error classes used above)
+        import huggingface_hub.constants  # noqa: F401  (submodules used above, not imported by the package)
+        import huggingface_hub.errors  # noqa: F401
     except ImportError as err:
         raise ImportError(
             f"{repo_id!r} is not a local directory, and reading checkpoints from the HuggingFace hub needs "
