@@ -152,25 +152,39 @@ def test_tokenizer_and_generation_settings_are_carried_over(transformers_led, tm
     generation = json.loads((source / "generation_config.json").read_text())
     generation.update(num_beams=3, no_repeat_ngram_size=2, forced_bos_token_id=0)
     (source / "generation_config.json").write_text(json.dumps(generation))
+
+    dest = convert_bart_to_led(source, tmp_path / "led", max_positions=MAX_POSITIONS, attention_window=WINDOW)
+    carried = LEDForConditionalGeneration.from_pretrained(dest).generation_config
+    assert (carried.num_beams, carried.no_repeat_ngram_size, carried.forced_bos_token_id,
+            carried.forced_eos_token_id) == (3, 2, 0, 2)
+    reference = transformers_led.LEDForConditionalGeneration.from_pretrained(dest)
+    assert (reference.generation_config.num_beams, reference.generation_config.no_repeat_ngram_size) == (3, 2)
+
+    converted = LEDTokenizer.from_pretrained(dest)
+    assert converted.encode(LONG_TEXT) == LEDTokenizer.from_pretrained(source).encode(LONG_TEXT)
+    assert converted.model_max_length == MAX_POSITIONS
+    hf_tokenizer = transformers_led.AutoTokenizer.from_pretrained(dest)
+    assert hf_tokenizer(LONG_TEXT)["input_ids"] == converted.encode(LONG_TEXT)
+
+
+def test_old_style_generation_settings_in_config_json_move_to_generation_config(transformers_led, tmp_path):
+    """An old BART checkpoint (bart-large-cnn's layout) keeps its generation settings in config.json."""
+    source = tmp_path / "bart"
+    make_bart(transformers_led, source, seed=4)
+    (source / "generation_config.json").unlink()
     config = json.loads((source / "config.json").read_text())
-    config["min_length"] = 4  # an old-style generation setting in config.json
+    config.update(num_beams=4, min_length=5, length_penalty=2.0, force_bos_token_to_be_generated=True)
     (source / "config.json").write_text(json.dumps(config))
 
     dest = convert_bart_to_led(source, tmp_path / "led", max_positions=MAX_POSITIONS, attention_window=WINDOW)
-    carried = LEDForConditionalGeneration.from_pretrained(dest).config.generation_defaults
-    assert {k: carried[k] for k in ("num_beams", "no_repeat_ngram_size", "forced_bos_token_id", "min_length",
-                                    "forced_eos_token_id")} == dict(num_beams=3, no_repeat_ngram_size=2,
-                                                                    forced_bos_token_id=0, min_length=4,
-                                                                    forced_eos_token_id=2)
-    assert "min_length" not in json.loads((dest / "config.json").read_text())
-    reference = transformers_led.LEDForConditionalGeneration.from_pretrained(dest)
-    assert (reference.generation_config.num_beams, reference.generation_config.min_length) == (3, 4)
-
-    converted = LEDTokenizer.from_pretrained(dest)
-    assert converted.encode(LONG_TEXT).ids == LEDTokenizer.from_pretrained(source).encode(LONG_TEXT).ids
-    assert converted.model_max_length == MAX_POSITIONS
-    hf_tokenizer = transformers_led.AutoTokenizer.from_pretrained(dest)
-    assert hf_tokenizer(LONG_TEXT)["input_ids"] == converted.encode(LONG_TEXT).ids
+    written = json.loads((dest / "generation_config.json").read_text())
+    assert {k: written[k] for k in ("num_beams", "min_length", "length_penalty", "forced_bos_token_id",
+                                    "forced_eos_token_id")} == dict(num_beams=4, min_length=5, length_penalty=2.0,
+                                                                    forced_bos_token_id=0, forced_eos_token_id=2)
+    led_config = json.loads((dest / "config.json").read_text())
+    assert not {"num_beams", "min_length", "length_penalty", "force_bos_token_to_be_generated"} & set(led_config)
+    carried = LEDForConditionalGeneration.from_pretrained(dest).generation_config
+    assert (carried.num_beams, carried.min_length, carried.forced_bos_token_id) == (4, 5, 0)
 
 
 def test_pickled_bart_weights_and_a_hub_id_source(transformers_led, hf_cache, tmp_path):

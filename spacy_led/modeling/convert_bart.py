@@ -27,7 +27,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 
 from .checkpoint import _aliases, read_state_dict
-from .config import GENERATION_CONFIG_NAME, GENERATION_KEYS, LEDConfig
+from .config import LEDConfig
+from .generation_config import SUPPORTED, UNSUPPORTED_NO_OP_VALUES, GenerationConfig
 from .hub import EVERYTHING, resolve_checkpoint
 from .model import LEDForConditionalGeneration
 
@@ -46,9 +47,6 @@ REQUIRED_BART_OPTIONS = {
 # BART config keys with no meaning in LED's config.json (replaced by the LED fields set below).
 DROPPED_BART_KEYS = ("model_type", "max_position_embeddings", "architectures", "transformers_version",
                      "_name_or_path", "output_past", "gradient_checkpointing", "force_bos_token_to_be_generated")
-# Token ids stay in config.json (they are LED config fields too); other generation settings move to
-# generation_config.json, where transformers 5 and spacy-led read them.
-TOKEN_ID_KEYS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 BART_POSITION_OFFSET = 2
 
 _ENCODER_ATTENTION = {"query": "q_proj", "key": "k_proj", "value": "v_proj",
@@ -81,18 +79,18 @@ def convert_bart_to_led(
     src = resolve_checkpoint(source, revision=revision, needs=EVERYTHING)
     bart = _read_bart_config(src)
     config, generation = led_config_from_bart(bart, max_positions=max_positions, attention_window=attention_window)
+    generation = GenerationConfig.from_pretrained(src) or generation  # generation_config.json wins, as in transformers
     from ..tokenizer import LEDTokenizer
 
     tokenizer = LEDTokenizer.from_pretrained(src, model_max_length=max_positions)
     model = _build_led(config, _led_state_from_bart(read_state_dict(src), bart, config, src))
+    model.generation_config = generation
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:  # written beside dest and moved into place: an interrupted conversion leaves no half checkpoint
-        model.save_pretrained(partial)
+        model.save_pretrained(partial)  # config.json, model.safetensors, generation_config.json
         tokenizer.save_pretrained(partial)
-        if generation:
-            (partial / GENERATION_CONFIG_NAME).write_text(json.dumps(generation, indent=2) + "\n", "utf-8")
         if dest.is_dir():
             dest.rmdir()  # empty, checked above
         os.replace(partial, dest)
@@ -103,9 +101,9 @@ def convert_bart_to_led(
 
 
 def led_config_from_bart(bart: Dict[str, Any], *, max_positions: int, attention_window: int
-                         ) -> Tuple[LEDConfig, Dict[str, Any]]:
-    """The LED config of a BART ``config.json`` dict, and the generation settings it carries (its
-    ``_generation_config`` from generation_config.json first, then old-style keys of config.json)."""
+                         ) -> Tuple[LEDConfig, GenerationConfig]:
+    """The LED config of a BART ``config.json`` dict, and the generation settings that config.json carries (old
+    checkpoints keep them there); they move to generation_config.json."""
     model_type = bart.get("model_type")
     if model_type != "bart":
         raise ConversionError(
@@ -122,13 +120,8 @@ def led_config_from_bart(bart: Dict[str, Any], *, max_positions: int, attention_
     if "max_position_embeddings" not in bart:
         raise ConversionError("the BART config.json has no max_position_embeddings (the size of its position tables).")
     data = {k: v for k, v in bart.items() if k not in DROPPED_BART_KEYS and k not in REQUIRED_BART_OPTIONS}
-    generation = dict(bart.get("_generation_config", {}))
-    for key in GENERATION_KEYS:
-        if key in data and key not in TOKEN_ID_KEYS:
-            generation.setdefault(key, data.pop(key))
-    if bart.get("force_bos_token_to_be_generated") and "forced_bos_token_id" not in generation:
-        generation["forced_bos_token_id"] = bart.get("bos_token_id", 0)  # the old name of the same setting
-    data.pop("_generation_config", None)
+    if bart.get("force_bos_token_to_be_generated") and data.get("forced_bos_token_id") is None:
+        data["forced_bos_token_id"] = bart.get("bos_token_id", 0)  # the old name of the same setting
     data.update(
         max_encoder_position_embeddings=max_positions,
         max_decoder_position_embeddings=bart["max_position_embeddings"],
@@ -139,6 +132,10 @@ def led_config_from_bart(bart: Dict[str, Any], *, max_positions: int, attention_
         config = LEDConfig.from_dict(data)
     except (TypeError, ValueError) as err:
         raise ConversionError(f"the BART config.json cannot describe an LED: {err}") from err
+    generation = GenerationConfig.from_model_config(config)
+    for key in list(config.extra):  # generation settings live in generation_config.json (token ids stay)
+        if key in SUPPORTED or key in UNSUPPORTED_NO_OP_VALUES:
+            del config.extra[key]
     return config, generation
 
 
@@ -160,11 +157,7 @@ def _read_bart_config(src: Path) -> Dict[str, Any]:
     config_file = src / "config.json"
     if not config_file.is_file():
         raise ConversionError(f"{src} has no config.json: it is not a HuggingFace BART checkpoint directory.")
-    bart = json.loads(config_file.read_text(encoding="utf-8"))
-    generation_file = src / GENERATION_CONFIG_NAME
-    if generation_file.is_file():
-        bart["_generation_config"] = json.loads(generation_file.read_text(encoding="utf-8"))
-    return bart
+    return json.loads(config_file.read_text(encoding="utf-8"))
 
 
 def _bart_name(led_name: str) -> str:
