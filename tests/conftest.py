@@ -147,3 +147,13 @@ def hf_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "snapshot_download", no_network)
     yield cache
     assert not network_calls, f"offline resolution tried to reach the hub: {network_calls}"
+
+# Short texts with the cases a summarizer must survive: several sentences, non-ASCII and emoji, a one-word text,
+# a long text, and a question. Tests that also need an empty document add "" themselves.
+SAMPLE_TEXTS = [
+    "The court reviewed the contract. Both parties agreed.",
+    "Witnesses described the café meeting in Zürich;  one said 東京 twice. 😀",
+    "Short.",
+    LONG_TEXT,
+    "Hello world! The quick brown fox jumps over the lazy dog. Was it quick?",
+]

@@ -20,17 +20,10 @@ from spacy.tokens import DocBin
 from spacy_led import cli
 from spacy_led.apply import ApplyOptions, load_pipeline
 
-from conftest import LONG_TEXT
+from conftest import LONG_TEXT, SAMPLE_TEXTS
 
 TESTS = Path(__file__).parent
-TEXTS = [
-    "The court reviewed the contract. Both parties agreed.",
-    "Witnesses described the café meeting in Zürich;  one said 東京 twice. 😀",
-    "Short.",
-    LONG_TEXT,
-    "Hello world! The quick brown fox jumps over the lazy dog. Was it quick?",
-    "",
-]
+TEXTS = [*SAMPLE_TEXTS, ""]
 FAST = {"num_beams": 1, "max_summary_length": 8}
 
 

@@ -10,16 +10,9 @@ import spacy
 
 from spacy_led import cli
 
-from conftest import LONG_TEXT
+from conftest import LONG_TEXT, SAMPLE_TEXTS
 
-TEXTS = [
-    "The court reviewed the contract. Both parties agreed.",
-    "Witnesses described the café meeting in Zürich;  one said 東京 twice. 😀",
-    "Short.",
-    LONG_TEXT,
-    "Hello world! The quick brown fox jumps over the lazy dog. Was it quick?",
-    "",
-]
+TEXTS = [*SAMPLE_TEXTS, ""]
 FAST = json.dumps({"num_beams": 1, "max_summary_length": 8})
 
 

@@ -10,15 +10,9 @@ from spacy.tokens import Doc
 from spacy_led.pipes.base import DocumentTooLong
 from spacy_led.tokenizer import LEDTokenizer
 
-from conftest import LONG_TEXT
+from conftest import LONG_TEXT, SAMPLE_TEXTS
 
-TEXTS = [
-    "The court reviewed the contract. Both parties agreed.",
-    "Witnesses described the café meeting in Zürich;  one said 東京 twice. 😀",
-    "Short.",
-    LONG_TEXT,
-    "Hello world! The quick brown fox jumps over the lazy dog. Was it quick?",
-]
+TEXTS = SAMPLE_TEXTS
 
 
 @pytest.fixture(scope="module")
