@@ -21,7 +21,7 @@ import sys
 from typing import Callable, List, Optional, Sequence
 
 from .apply import TASKS, ApplyOptions, UsageError, run_apply
-from .apply.options import INPUT_FORMATS, OVERFLOW_CHOICES
+from .apply.options import INPUT_FORMATS, OVERFLOW_CHOICES, QUANTIZE_CHOICES
 from .training.command import add_train_distributed_command
 
 
@@ -66,6 +66,9 @@ def add_apply_command(sub) -> None:
     p.add_argument("--overflow", choices=OVERFLOW_CHOICES, default=None,
                    help="long-document handling of the components (default: theirs)")
     p.add_argument("--max-length", type=int, default=None, help="model input limit of the components")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default=None,
+                   help="int8: run the components' Linear layers with dynamic int8 quantization (CPU; faster, "
+                        "slightly different outputs; default: the pipeline's own setting)")
     p.add_argument("--n-process", type=int, default=1,
                    help="worker processes (CPU only), or Ray workers with --ray (default: 1)")
     p.add_argument("--gpu-id", type=int, default=-1, help="GPU to run on (spacy.require_gpu); -1: CPU")
@@ -102,7 +105,7 @@ def _run_apply(args, parser: argparse.ArgumentParser) -> int:
         code=args.code,
         input_format=args.input_format, text_key=args.text_key, id_key=args.id_key, questions=args.questions,
         batch_size=args.batch_size, batch_token_budget=args.batch_token_budget, overflow=args.overflow,
-        max_length=args.max_length, n_process=args.n_process, gpu_id=args.gpu_id, errors=args.errors,
+        max_length=args.max_length, quantize=args.quantize, n_process=args.n_process, gpu_id=args.gpu_id, errors=args.errors,
         spacy_output=args.spacy_output, ray=args.ray, part_size=args.part_size, merge=args.merge,
         progress=not args.no_progress,
     )

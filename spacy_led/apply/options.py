@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 TASKS = {"summarize": "led_summarizer", "classify": "led_classifier", "qa": "led_qa"}
 INPUT_FORMATS = ("jsonl", "txt", "spacy")
 OVERFLOW_CHOICES = ("chunk", "truncate", "error")
+QUANTIZE_CHOICES = ("int8",)
 
 
 class UsageError(Exception):
@@ -34,6 +35,7 @@ class ApplyOptions:
     batch_token_budget: Optional[int] = None
     overflow: Optional[str] = None
     max_length: Optional[int] = None
+    quantize: Optional[str] = None  # "int8": the components run dynamic int8 Linear layers (CPU)
     n_process: int = 1  # worker processes (local) or Ray actors (with ``ray``)
     gpu_id: int = -1
     errors: Optional[str] = None  # local: default OUTPUT.errors.jsonl
@@ -55,6 +57,10 @@ class ApplyOptions:
             raise UsageError("--batch-token-budget must be positive.")
         if self.overflow is not None and self.overflow not in OVERFLOW_CHOICES:
             raise UsageError(f"--overflow must be one of {', '.join(OVERFLOW_CHOICES)}.")
+        if self.quantize is not None and self.quantize not in QUANTIZE_CHOICES:
+            raise UsageError(f"--quantize must be one of {', '.join(QUANTIZE_CHOICES)}.")
+        if self.quantize is not None and self.gpu_id >= 0:
+            raise UsageError("--quantize int8 runs on the CPU; leave out --gpu-id or --quantize.")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
             raise UsageError(f"--input-format must be one of {', '.join(INPUT_FORMATS)}.")
         if self.n_process > 1 and self.gpu_id >= 0 and not self.ray:

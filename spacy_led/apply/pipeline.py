@@ -82,7 +82,8 @@ def led_pipes(nlp) -> List[Any]:
 
 
 def configure(nlp, options: ApplyOptions) -> None:
-    """The run's overrides of the LED components' batch token budget, overflow handling and input limit."""
+    """The run's overrides of the LED components' batch token budget, overflow handling, input limit and
+    quantization."""
     for pipe in led_pipes(nlp):
         if options.batch_token_budget is not None:
             pipe.cfg["batch_token_budget"] = int(options.batch_token_budget)
@@ -90,3 +91,5 @@ def configure(nlp, options: ApplyOptions) -> None:
             pipe.cfg["overflow"] = options.overflow
         if options.max_length is not None:
             pipe.cfg["max_length"] = int(options.max_length)
+        if options.quantize is not None:
+            pipe.cfg["quantize"] = options.quantize

@@ -76,6 +76,7 @@ class LEDPipe(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict[str, Any] = asdict(self.settings_class(**settings))
         self.tokenizer = None
+        self._quantized = None  # (what it was made from, the quantized module): see inference_module
         self._owner_pid = os.getpid()
         # Read by `load()`, not here: `spacy.load` builds the pipe from its config (which still names the
         # checkpoint it was made from) and then reads the saved weights; the checkpoint need not exist there.
@@ -121,6 +122,23 @@ class LEDPipe(TrainablePipe):
         if not layers.has_module(self.model):
             raise ValueError(self._no_model_message())
         return layers.get_module(self.model)
+
+    @property
+    def inference_module(self):
+        """The torch LED predictions run on: ``module`` itself, or with ``quantize = "int8"`` its dynamically
+        quantized copy (``modeling.quantize``), made on first use and again whenever the float weights change
+        (training steps and loading write them in place, which moves their version counters). Training and
+        saving always use the float ``module``."""
+        from ..modeling.quantize import check_quantize, quantize_dynamic_int8
+
+        module = self.module
+        mode = check_quantize(self.cfg.get("quantize"))
+        if mode is None:
+            return module
+        key = (module, mode, tuple(p._version for p in module.parameters()))
+        if self._quantized is None or self._quantized[0] != key:
+            self._quantized = (key, quantize_dynamic_int8(module))
+        return self._quantized[1]
 
     def _no_model_message(self) -> str:
         if self._checkpoint:

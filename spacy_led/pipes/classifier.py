@@ -99,7 +99,7 @@ class LEDClassifier(LEDPipe):
     def _run_batch(self, windows: List[Window]) -> List[List[float]]:
         import torch
 
-        logits = self.module(**self._tensors(windows)).logits.float()
+        logits = self.inference_module(**self._tensors(windows)).logits.float()
         scores = torch.sigmoid(logits) if self.cfg["multi_label"] else torch.softmax(logits, dim=-1)
         return scores.cpu().tolist()
 

@@ -119,7 +119,7 @@ class LEDQuestionAnswerer(LEDPipe):
 
     # ---- model ------------------------------------------------------------------------------------------
     def _run_batch(self, windows: List[Window]) -> List[Candidate]:
-        output = self.module(**self._tensors(windows))
+        output = self.inference_module(**self._tensors(windows))
         starts, ends = output.start_logits.float().cpu(), output.end_logits.float().cpu()
         return [self._best_span(w, starts[i, : len(w)], ends[i, : len(w)]) for i, w in enumerate(windows)]
 

@@ -24,8 +24,12 @@ class PipeSettings:
     max_length: Optional[int] = None  # model positions per input; None: the encoder's own limit
     batch_token_budget: int = 16384  # padded tokens per model batch
     global_attention_spans_key: Optional[str] = None  # store the strategy's global tokens as doc.spans[key]
+    quantize: Optional[str] = None  # "int8": dynamic int8 Linear layers for CPU inference; None: the float weights
 
     def __post_init__(self) -> None:
+        from ..modeling.quantize import check_quantize  # not at import: the factories import cheaply
+
+        check_quantize(self.quantize)
         if self.overflow not in OVERFLOW_MODES:
             raise ValueError(f"overflow={self.overflow!r} is not one of {OVERFLOW_MODES}.")
         if self.batch_token_budget < 1:

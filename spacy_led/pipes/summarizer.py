@@ -54,12 +54,13 @@ class LEDSummarizer(LEDPipe):
         """``generate`` with the configured settings; with a ``seed``, from that seed and without touching the
         global random state, so that the same documents in the same batches get the same summaries."""
         kwargs = dict(self.generation_kwargs(), num_return_sequences=1, return_dict_in_generate=True)
+        module = self.inference_module
         if self.cfg["seed"] is None:
-            return self.module.generate(**tensors, **kwargs)
-        device = self.module.device
+            return module.generate(**tensors, **kwargs)
+        device = module.device
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(self.cfg["seed"])
-            return self.module.generate(**tensors, **kwargs)
+            return module.generate(**tensors, **kwargs)
 
     def _run_batch(self, windows: List[Window]) -> List[Summary]:
         out = self._generate(self._tensors(windows))
