@@ -6,6 +6,7 @@
     spacy-led merge OUTPUT_DIR merged.jsonl
     spacy-led train-distributed CONFIG --num-workers N
     spacy-led convert-bart SOURCE DEST [--max-positions 16384] [--attention-window 1024]
+    spacy-led export-onnx CHECKPOINT_OR_PIPELINE OUT_DIR
     python -m spacy_led ...
 
 A subcommand is a function that adds its parser to ``COMMANDS``' subparsers and sets ``handler`` (a function
@@ -177,9 +178,39 @@ def _run_convert_bart(args) -> int:
     return 0
 
 
+def add_export_onnx_command(sub) -> None:
+    p = sub.add_parser(
+        "export-onnx",
+        help="export an LED checkpoint or a pipeline's LED components to ONNX graphs for onnxruntime",
+        description="Write the ONNX graphs of SOURCE (encoder; decoder first step and cached step for a "
+                    "generating model; the decoder with the QA or classification head otherwise) with their "
+                    "config to OUT_DIR. SOURCE is a HuggingFace LED checkpoint (directory or hub id), written to "
+                    "OUT_DIR, or a spaCy pipeline directory, whose LED components are written to "
+                    "OUT_DIR/<component name> (set a component's runtime = \"onnx\" and onnx_path to it). Needs "
+                    "spacy-led[onnx]. Exit status: 0 written, 1 the source cannot be exported (the error says why).",
+    )
+    p.add_argument("source", metavar="CHECKPOINT_OR_PIPELINE", help="LED checkpoint (directory or hub id) or "
+                                                                   "spaCy pipeline directory")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="directory to write the export to")
+    p.set_defaults(handler=_run_export_onnx)
+
+
+def _run_export_onnx(args) -> int:
+    from .onnx import export_onnx
+
+    try:
+        written = export_onnx(args.source, args.out_dir)
+    except (FileNotFoundError, ImportError, ValueError) as err:
+        print(f"spacy-led export-onnx: error: {err}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote ONNX export {path}", file=sys.stderr)
+    return 0
+
+
 # Each adds one subcommand to the parser (see the module docstring).
 COMMANDS: List[Callable] = [add_apply_command, add_merge_command, add_train_distributed_command,
-                            add_convert_bart_command]
+                            add_convert_bart_command, add_export_onnx_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

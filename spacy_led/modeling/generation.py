@@ -305,9 +305,18 @@ def generate(
         encoded = model.led.encoder(
             input_ids, attention_mask=attention_mask, global_attention_mask=global_attention_mask
         ).last_hidden_state
-        processors = _score_processors(settings, input_ids)
-        search = _greedy_search if settings.num_beams == 1 else _beam_search
-        return search(model, encoded, attention_mask, settings, processors)
+        return search(settings, input_ids, encoded, attention_mask, partial(_DecoderRun, model))
+
+
+def search(settings: GenerationSettings, input_ids: torch.Tensor, encoded: torch.Tensor,
+           attention_mask: Optional[torch.Tensor], start_decoder: Callable[..., Any]):
+    """Greedy search, sampling or beam search from the encoder output ``encoded`` of ``input_ids``: what
+    ``generate`` does after the encoder. ``start_decoder(encoded, attention_mask, group)`` returns the decoder
+    run the search steps (``_DecoderRun``'s ``logits``, ``keep_inputs`` and ``cache.reorder``), so another
+    backend (``spacy_led.onnx``'s onnxruntime graphs) gets the same search, processors and outputs."""
+    processors = _score_processors(settings, input_ids)
+    run_search = _greedy_search if settings.num_beams == 1 else _beam_search
+    return run_search(start_decoder, encoded, attention_mask, settings, processors)
 
 
 # ---- score processors ------------------------------------------------------------------------------------
@@ -527,13 +536,13 @@ def _worth_compacting(done: int, active: int) -> bool:
 
 # ---- greedy search and sampling ---------------------------------------------------------------------------
 
-def _greedy_search(model, encoded, mask, settings: GenerationSettings, processors: List[Processor]):
+def _greedy_search(start_decoder, encoded, mask, settings: GenerationSettings, processors: List[Processor]):
     group = settings.num_return_sequences  # sampled sequences of one input share its encoder row
     batch, device = encoded.shape[0] * group, encoded.device
     fill = settings.pad_token_id if settings.pad_token_id is not None else 0
     sequences = torch.full((batch, settings.max_length), fill, dtype=torch.long, device=device)
     sequences[:, 0] = settings.decoder_start_token_id
-    run = _DecoderRun(model, encoded, mask, group=group)
+    run = start_decoder(encoded, mask, group)
     rows = torch.arange(batch, device=device)  # row of `sequences` behind each decoder row
     finished = torch.zeros(batch, dtype=torch.bool, device=device)  # still in the batch, but done
     steps_scores, steps_logits = [], []
@@ -643,7 +652,7 @@ def _sample_candidates(totals: torch.Tensor, kept: int, inputs: torch.Tensor, ba
     return scores, index.gather(1, order)
 
 
-def _beam_search(model, encoded, mask, settings: GenerationSettings, processors: List[Processor]):
+def _beam_search(start_decoder, encoded, mask, settings: GenerationSettings, processors: List[Processor]):
     batch, device = encoded.shape[0], encoded.device
     beams, max_length, penalty = settings.num_beams, settings.max_length, settings.length_penalty
     # transformers keeps (1 + number of eos ids) * beams candidates, at least 2 * beams, so that at least
@@ -661,7 +670,7 @@ def _beam_search(model, encoded, mask, settings: GenerationSettings, processors:
     template[0] = settings.decoder_start_token_id
     template[max_length:] = -1
 
-    run = _DecoderRun(model, encoded, mask, group=beams)
+    run = start_decoder(encoded, mask, beams)
     inputs = torch.arange(batch, device=device)  # input index of each active group
     running = template.repeat(batch, beams, 1)
     # All beams start identical: only the first one may propose tokens at the first step.
