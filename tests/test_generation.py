@@ -8,6 +8,7 @@ import torch
 
 from spacy_led.modeling import LEDForConditionalGeneration
 from spacy_led.modeling import generation as generation_module
+from spacy_led.modeling.decoder_step import DecoderStep
 
 from generation_reference import (
     CONFIG,
@@ -240,29 +241,28 @@ def test_stopping_rule_matches_transformers_heuristic(early_stopping, length_pen
 # ---- how the work is done -------------------------------------------------------------------------------
 
 def test_encoder_runs_once_and_beams_share_its_output(models, monkeypatch):
-    """The decoder sees the un-expanded encoder output (one row per input) and group=num_beams; finished
-    inputs leave the batch."""
+    """The decoder steps see one copy of the cross-attention keys per input (not per beam) with
+    group=num_beams; finished inputs leave the batch."""
     _, ours = models
     encoder_calls, decoder_calls = [], []
-    encoder_forward, decoder_forward = ours.led.encoder.forward, ours.led.decoder.forward
+    encoder_forward, step_logits = ours.led.encoder.forward, DecoderStep.logits
 
     def spy_encoder(*args, **kwargs):
         encoder_calls.append(1)
         return encoder_forward(*args, **kwargs)
 
-    def spy_decoder(input_ids, encoder_hidden_states, *args, **kwargs):
-        out = decoder_forward(input_ids, encoder_hidden_states, *args, **kwargs)
-        cross = out.past_key_values.cross_kv[0][0].shape[0]
-        decoder_calls.append((input_ids.shape[0], encoder_hidden_states.shape[0], cross, kwargs.get("group")))
-        return out
+    def spy_step(self, tokens):
+        cross = self.layers[0].cross_keys.shape[0]
+        decoder_calls.append((tokens.shape[0], self.layers[0].keys.shape[0], cross, self.group))
+        return step_logits(self, tokens)
 
     monkeypatch.setattr(ours.led.encoder, "forward", spy_encoder)
-    monkeypatch.setattr(ours.led.decoder, "forward", spy_decoder)
+    monkeypatch.setattr(DecoderStep, "logits", spy_step)
     ids, mask, glob = batch()
     out = ours.generate(ids, attention_mask=mask, global_attention_mask=glob, **STOPPING_EARLY)
     assert encoder_calls == [1]
-    assert all(rows == 4 * inputs == 4 * cross and group == 4 for rows, inputs, cross, group in decoder_calls)
-    assert decoder_calls[0][1] == 3 and decoder_calls[-1][1] < 3  # done inputs were dropped
+    assert all(rows == cached == 4 * cross and group == 4 for rows, cached, cross, group in decoder_calls)
+    assert decoder_calls[0][2] == 3 and decoder_calls[-1][2] < 3  # done inputs were dropped
     assert len(decoder_calls) == out.shape[1] - 1 < 60  # stopped once every input was done
 
 

@@ -66,6 +66,7 @@ from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple, Unio
 import torch
 from torch.nn import functional as F
 
+from .decoder_step import DecoderStep
 from .generation_config import (
     GLOBAL_DEFAULTS,
     OUTPUT_NEUTRAL,
@@ -305,14 +306,15 @@ def generate(
         encoded = model.led.encoder(
             input_ids, attention_mask=attention_mask, global_attention_mask=global_attention_mask
         ).last_hidden_state
-        return search(settings, input_ids, encoded, attention_mask, partial(_DecoderRun, model))
+        start_decoder = partial(DecoderStep, model, max_positions=settings.max_length - 1)
+        return search(settings, input_ids, encoded, attention_mask, start_decoder)
 
 
 def search(settings: GenerationSettings, input_ids: torch.Tensor, encoded: torch.Tensor,
            attention_mask: Optional[torch.Tensor], start_decoder: Callable[..., Any]):
     """Greedy search, sampling or beam search from the encoder output ``encoded`` of ``input_ids``: what
     ``generate`` does after the encoder. ``start_decoder(encoded, attention_mask, group)`` returns the decoder
-    run the search steps (``_DecoderRun``'s ``logits``, ``keep_inputs`` and ``cache.reorder``), so another
+    run the search steps (``DecoderStep``'s ``logits``, ``keep_inputs`` and ``reorder``), so another
     backend (``spacy_led.onnx``'s onnxruntime graphs) gets the same search, processors and outputs."""
     processors = _score_processors(settings, input_ids)
     run_search = _greedy_search if settings.num_beams == 1 else _beam_search
@@ -488,46 +490,6 @@ def _checked_probabilities(scores: torch.Tensor) -> torch.Tensor:
 
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
-
-class _DecoderRun:
-    """The decoder's state over the inputs still being generated: cache, encoder states and mask.
-
-    ``group`` decoder rows per input (the beams, or the sampled sequences) share one encoder row and one set of
-    cross-attention keys.
-    """
-
-    def __init__(self, model, encoded: torch.Tensor, mask: Optional[torch.Tensor], group: int):
-        self.model = model
-        self.encoded = encoded
-        self.mask = mask
-        self.group = group
-        self.cache = None
-
-    def logits(self, last_tokens: torch.Tensor) -> torch.Tensor:
-        """Float32 next-token logits (rows, vocab) after feeding one token per row."""
-        out = self.model.led.decoder(
-            last_tokens[:, None],
-            self.encoded,
-            encoder_attention_mask=self.mask,
-            past_key_values=self.cache,
-            use_cache=True,
-            group=self.group,
-        )
-        self.cache = out.past_key_values
-        return self.model.logits(out.last_hidden_state[:, -1]).float()
-
-    def keep_inputs(self, keep: torch.Tensor) -> torch.Tensor:
-        """Drop the inputs (encoder rows) not in ``keep`` together with their decoder rows; returns the kept
-        decoder rows' indices."""
-        offsets = torch.arange(self.group, device=keep.device)
-        rows = (keep[:, None] * self.group + offsets).flatten()
-        self.cache.reorder(rows)
-        self.cache.cross_kv = [(k.index_select(0, keep), v.index_select(0, keep)) for k, v in self.cache.cross_kv]
-        self.encoded = self.encoded.index_select(0, keep)
-        if self.mask is not None:
-            self.mask = self.mask.index_select(0, keep)
-        return rows
-
 
 def _worth_compacting(done: int, active: int) -> bool:
     """Dropping rows copies the caches once (about one decoder step of memory traffic): do it in batches."""
@@ -725,7 +687,7 @@ def _beam_search(start_decoder, encoded, mask, settings: GenerationSettings, pro
         running_scores, survivors = (top_scores + ends.float() * -1.0e9).topk(beams, dim=1)
         running = _take(candidates, survivors)
         parent = parent.gather(1, survivors)
-        run.cache.reorder((parent + torch.arange(active, device=device)[:, None] * beams).flatten())
+        run.reorder((parent + torch.arange(active, device=device)[:, None] * beams).flatten())
         last = running[:, :, step].flatten()
 
         improvable = improvable & _can_improve(running_scores[:, 0], finished.scores, step, settings)

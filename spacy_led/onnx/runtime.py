@@ -220,7 +220,7 @@ class _OnnxCache:
 
 
 class _OnnxDecoderRun:
-    """``generation._DecoderRun`` on the exported decoder graphs: the first step runs ``decoder_init`` (which
+    """``decoder_step.DecoderStep`` on the exported decoder graphs: the first step runs ``decoder_init`` (which
     also computes the cross-attention keys/values, once per input), later steps ``decoder_step``."""
 
     def __init__(self, model: OnnxLED, encoded: torch.Tensor, mask: Optional[torch.Tensor], group: int):
@@ -253,6 +253,10 @@ class _OnnxDecoderRun:
             present = outputs[1:]
         self.cache.self_kv = [kv.reshape(batch * self.group, *kv.shape[2:]) for kv in present]
         return torch.from_numpy(outputs[0].reshape(batch * self.group, -1))
+
+    def reorder(self, beam_idx: torch.Tensor) -> None:
+        """Make row i continue row ``beam_idx[i]`` (a beam-search step)."""
+        self.cache.reorder(beam_idx)
 
     def keep_inputs(self, keep: torch.Tensor) -> torch.Tensor:
         """Drop the inputs not in ``keep`` with their decoder rows; returns the kept decoder rows' indices."""

@@ -1,0 +1,238 @@
+#!/usr/bin/env python
+"""``generate`` against its floor and against transformers' LED, on the CPU, in one run.
+
+Model: led-base-16384's shape with random weights (``bench_modeling.LED_BASE_SHAPE``; transformers builds it
+under a fixed seed and saves it, both libraries load that directory), float32, ``eval()``,
+``torch.set_num_threads(--threads)``.
+
+1. The decoder step (4,096-token input, batch 1). With the encoder output fixed, the time of one
+   decoder step (one token per row, the next-token logits, and for beams a reorder of the self-attention
+   cache) is measured over ``--steps`` steps, median, for greedy (1 row) and ``--beams`` beams, both through
+   generation's ``DecoderStep`` and through the general path (``LEDDecoder.forward`` with a ``DecoderCache``,
+   which generation used before). The floor is the bytes a step must read once, over the memory bandwidth
+   measured in this run (the best of several ``sum()`` passes over a 512 MiB buffer, with the same threads):
+   every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
+   which run once per input, and the LM head), the cross-attention keys and values of the input, and the
+   self-attention cache at the mean step. Arithmetic (~0.2-0.7 GFLOP) is negligible next to that.
+2. ``generate`` against transformers 5 (``transformers.LEDForConditionalGeneration.generate``), token ids
+   asserted identical: 4,096 input tokens and 64 new tokens greedy and with 4 beams; several documents of
+   different lengths (right-padded, with an attention mask) x 4 beams; and with ``--long`` a 16,384-token
+   document with 4 beams and 256 new tokens (transformers needs several GB there: run it under
+   ``flock /work/wt/bigmem.lock`` on a shared machine). ``min_length`` = 1 + new tokens bans ``</s>``, so
+   every run generates all its tokens. Each case runs ``--repeats`` times per library, alternating which goes
+   first; the median is reported, and the ratio transformers / ours (> 1: ours is faster).
+
+Absolute times drift on a shared machine; the ratios, measured side by side, drift much less. The load
+average is printed.
+
+Examples (from the repository root)::
+
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py                 # step + 4k cases
+    OMP_NUM_THREADS=2 PYTHONPATH=. flock /work/wt/bigmem.lock python benchmarks/bench_generate.py --long
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --quick         # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_modeling import (  # noqa: E402  (the sibling script's helpers)
+    LED_BASE_SHAPE,
+    _encoder_inputs,
+    _generate_call,
+    _load,
+    _loadavg,
+    _setup_torch,
+    child_make_checkpoint,
+)
+
+
+def read_bandwidth(torch, repeats: int = 5) -> float:
+    """Bytes per second that ``sum()`` streams from memory (best of ``repeats``), with the current threads."""
+    buffer = torch.ones(512 * 2**20 // 4)
+    buffer.sum()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        buffer.sum()
+        best = min(best, time.perf_counter() - start)
+    return buffer.numel() * 4 / best
+
+
+def step_bytes(model, inputs: int, source_length: int, rows: int, cached_positions: float) -> Dict[str, float]:
+    """Bytes one decoder step reads at least once: weights, cross-attention keys/values, self-attention cache."""
+    decoder = model.led.decoder
+    once_per_input = set()
+    for layer in decoder.layers:
+        once_per_input.update(id(p) for p in (*layer.encoder_attn.k_proj.parameters(),
+                                               *layer.encoder_attn.v_proj.parameters()))
+    weights = sum(p.numel() * p.element_size() for p in decoder.layers.parameters() if id(p) not in once_per_input)
+    weights += model.lm_head.weight.numel() * model.lm_head.weight.element_size()
+    weights += model.final_logits_bias.numel() * model.final_logits_bias.element_size()
+    layers, d_model, size = len(decoder.layers), model.config.d_model, model.lm_head.weight.element_size()
+    cross = layers * 2 * inputs * source_length * d_model * size
+    self_cache = layers * 2 * rows * cached_positions * d_model * size
+    return {"weights": weights, "cross_kv": cross, "self_kv": self_cache}
+
+
+def _median_step(step: Callable[[], None], steps: int) -> float:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float]:
+    """Median seconds per decoder step (DecoderStep, general path) for ``rows`` rows of one input."""
+    from spacy_led.modeling.decoder_step import DecoderStep
+    from spacy_led.modeling.model import DecoderCache
+
+    tokens = torch.full((rows,), LED_BASE_SHAPE["decoder_start_token_id"])
+    # Beam search reorders every step: row 1 continues row 0, the others shift (a real copy each step).
+    parents = torch.tensor([0] + list(range(rows - 1))) if rows > 1 else None
+    fast = DecoderStep(model, encoded, mask, group=rows, max_positions=steps + 1)
+
+    def fast_step():
+        fast.logits(tokens)
+        if parents is not None:
+            fast.reorder(parents)
+
+    fast_step()
+    fast_time = _median_step(fast_step, steps)
+    cache = DecoderCache(rows)
+
+    def general_step():
+        out = model.led.decoder(tokens[:, None], encoded, encoder_attention_mask=mask, past_key_values=cache,
+                                use_cache=True, group=rows)
+        model.logits(out.last_hidden_state[:, -1]).float()
+        if parents is not None:
+            cache.reorder(parents)
+
+    general_step()
+    general_time = _median_step(general_step, steps)
+    return fast_time, general_time
+
+
+def batched_inputs(torch, lengths: List[int], seed: int):
+    """Right-padded documents of ``lengths`` tokens (first token global), as one batch."""
+    width = max(lengths)
+    rows = [_encoder_inputs(width, seed + i) for i in range(len(lengths))]
+    ids = torch.cat([r[0] for r in rows])
+    mask = torch.zeros_like(ids)
+    for row, length in enumerate(lengths):
+        ids[row, length - 1] = LED_BASE_SHAPE["eos_token_id"]
+        ids[row, length:] = LED_BASE_SHAPE["pad_token_id"]
+        mask[row, :length] = 1
+    glob = torch.zeros_like(ids)
+    glob[:, 0] = 1
+    return ids, mask, glob
+
+
+def compare_generate(torch, models, inputs, beams: int, new_tokens: int, repeats: int) -> Dict[str, object]:
+    times: Dict[str, List[float]] = {"ours": [], "transformers": []}
+    outputs = {}
+    for rep in range(repeats):
+        order = ("ours", "transformers") if rep % 2 == 0 else ("transformers", "ours")
+        for impl in order:
+            outputs.pop(impl, None)
+            start = time.perf_counter()
+            with torch.no_grad():
+                outputs[impl] = _generate_call(impl, models[impl], inputs, beams, new_tokens)
+            times[impl].append(time.perf_counter() - start)
+            print(f"    {impl}: {times[impl][-1]:.1f} s", file=sys.stderr, flush=True)
+    ours, theirs = statistics.median(times["ours"]), statistics.median(times["transformers"])
+    identical = outputs["ours"].shape == outputs["transformers"].shape and bool(
+        torch.equal(outputs["ours"], outputs["transformers"]))
+    return {"ours": ours, "transformers": theirs, "ratio": theirs / ours, "identical": identical,
+            "shape": tuple(outputs["ours"].shape), "load": _loadavg()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--length", type=int, default=4096, help="input tokens of the step and 4k cases")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--beams", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=24, help="decoder steps timed per step measurement")
+    parser.add_argument("--repeats", type=int, default=1, help="generate runs per library and case")
+    parser.add_argument("--batch-lengths", type=int, nargs="+", default=[4096, 3072, 2048],
+                        help="documents of the batched case")
+    parser.add_argument("--no-step", action="store_true", help="skip the decoder-step measurement")
+    parser.add_argument("--no-4k", action="store_true", help="skip the greedy / beam / batched generate cases")
+    parser.add_argument("--long", action="store_true",
+                        help="also the 16,384-token document, 4 beams, 256 new tokens (several GB in transformers)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 512 tokens, 4 new tokens, 4 steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.length, args.new_tokens, args.steps, args.batch_lengths = 512, 4, 4, [512, 300]
+    torch = _setup_torch(args.threads)
+    print(f"threads {args.threads}, load average {_loadavg()}, torch {torch.__version__}")
+    failures = 0
+    with tempfile.TemporaryDirectory() as checkpoint:
+        child_make_checkpoint({"threads": args.threads, "seed": args.seed, "checkpoint": checkpoint})
+        models = {"ours": _load("ours", "generate", checkpoint)}
+        ours = models["ours"]
+
+        if not args.no_step:
+            bandwidth = read_bandwidth(torch)
+            print(f"\nmeasured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
+            print(f"decoder step, {args.length}-token input (median of {args.steps} steps):")
+            print("| rows | DecoderStep | general path | speed-up | floor | step / floor |")
+            print("|---|---|---|---|---|---|")
+            encoded = torch.randn(1, args.length, LED_BASE_SHAPE["d_model"])
+            mask = torch.ones(1, args.length, dtype=torch.long)
+            for rows in (1, args.beams):
+                with torch.inference_mode():
+                    fast, general = time_steps(torch, ours, encoded, mask, rows, args.steps)
+                parts = step_bytes(ours, 1, args.length, rows, args.steps / 2)
+                floor = sum(parts.values()) / bandwidth
+                label = "greedy" if rows == 1 else f"{rows} beams"
+                print(f"| {label} | {fast * 1e3:.0f} ms | {general * 1e3:.0f} ms | {general / fast:.2f}x | "
+                      f"{floor * 1e3:.0f} ms ({sum(parts.values()) / 2**20:.0f} MiB: weights "
+                      f"{parts['weights'] / 2**20:.0f}, cross K/V {parts['cross_kv'] / 2**20:.0f}, self K/V "
+                      f"{parts['self_kv'] / 2**20:.1f}) | {fast / floor:.2f}x |")
+            print(f"load average {_loadavg()}")
+
+        cases = []
+        if not args.no_4k:
+            single = _encoder_inputs(args.length, args.seed)
+            cases += [
+                (f"{args.length} tokens, greedy, {args.new_tokens} new", single, 1, args.new_tokens),
+                (f"{args.length} tokens, {args.beams} beams, {args.new_tokens} new", single, args.beams,
+                 args.new_tokens),
+                (f"{len(args.batch_lengths)} documents ({'/'.join(map(str, args.batch_lengths))} tokens) x "
+                 f"{args.beams} beams, {args.new_tokens} new", batched_inputs(torch, args.batch_lengths, args.seed),
+                 args.beams, args.new_tokens),
+            ]
+        if args.long:
+            long_length, long_new = (1024, 8) if args.quick else (16384, 256)
+            cases.append((f"{long_length} tokens, {args.beams} beams, {long_new} new",
+                          _encoder_inputs(long_length, args.seed), args.beams, long_new))
+        if cases:
+            models["transformers"] = _load("transformers", "generate", checkpoint)
+            print("\n| generate | spacy-led | transformers | speed-up | identical ids | load average |")
+            print("|---|---|---|---|---|---|")
+            for label, inputs, beams, new_tokens in cases:
+                print(f"  {label} ...", file=sys.stderr, flush=True)
+                result = compare_generate(torch, models, inputs, beams, new_tokens, args.repeats)
+                failures += not result["identical"]
+                print(f"| {label} | {result['ours']:.1f} s | {result['transformers']:.1f} s | "
+                      f"{result['ratio']:.2f}x | {'yes' if result['identical'] else 'NO'} | {result['load']} |",
+                      flush=True)
+    if failures:
+        print(f"{failures} case(s) gave different token ids from transformers", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""One decoder step of generation, organised for its floor: reading the weights and the cross-attention
+keys/values once per step.
+
+``LEDDecoder.forward`` with a ``DecoderCache`` is the general path (any number of new tokens, attention
+outputs, training). Generation feeds one token per row per step, where that path's cost is not arithmetic
+but memory traffic and many small operations; ``DecoderStep`` computes the same function of the same weights
+(transformers' cache semantics: each step attends every earlier token of its own beam, and the encoder output)
+with
+
+- a static self-attention cache: keys/values for every position up to ``max_length`` are preallocated per
+  layer and each step writes its own position in place (no ``torch.cat`` per step); a beam reorder copies
+  only the positions written so far, and nothing when every beam keeps its own parent;
+- the self-attention query/key/value projections fused into one matrix product (the fused matrix is built
+  from the layer's own ``q_proj``/``k_proj``/``v_proj`` when the step is created, so the state dict and
+  checkpoints are unchanged);
+- cross-attention keys/values computed once per input and shared by that input's beams (``group`` rows, whose
+  queries are stacked), attended with ``scaled_dot_product_attention``: one parallel kernel for all heads
+  (batched matrix products run one parallel region per head, which costs far more when threads wait for cores);
+- linear layers over a few rows (2..FEW_ROWS, the beams) as ``W @ x^T``: with MKL on this machine's CPU the
+  product ``x @ W^T`` that ``nn.Linear`` computes reads the weight 2-3x slower for 2-32 rows than the same
+  product the other way round (one row is a matrix-vector product either way and stays ``nn.Linear``).
+
+A layer that is not a plain ``nn.Linear`` (a quantized one, say) is simply called, so this stays correct
+whatever replaced it.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Up to this many rows a linear layer on the CPU runs as W @ x^T (see the module docstring); more rows are a
+# real matrix product, where nn.Linear's own kernel is the better one.
+FEW_ROWS = 32
+
+
+def _matmul_weight(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for x (rows, in), with the weight-streaming product for few rows."""
+    if x.device.type != "cpu" or not 1 < x.shape[0] <= FEW_ROWS:
+        return F.linear(x, weight, bias)
+    if bias is None:
+        out = torch.mm(weight, x.t())
+    else:
+        out = torch.addmm(bias[:, None], weight, x.t())
+    return out.t().contiguous()
+
+
+def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if type(module) is nn.Linear:
+        return _matmul_weight(x, module.weight, module.bias)
+    return module(x)
+
+
+def _plain(*modules: nn.Module) -> bool:
+    return all(type(module) is nn.Linear and module.bias is not None for module in modules)
+
+
+class _LayerStep:
+    """One decoder layer's step weights and caches."""
+
+    def __init__(self, layer, encoded: torch.Tensor, rows: int, positions: int):
+        attention = layer.self_attn
+        self.layer = layer
+        self.heads, self.head_dim = attention.num_heads, attention.head_dim
+        self.scale = self.head_dim**-0.5
+        projections = (attention.q_proj, attention.k_proj, attention.v_proj)
+        if _plain(*projections):
+            self.qkv_weight = torch.cat([p.weight for p in projections])
+            self.qkv_bias = torch.cat([p.bias for p in projections])
+        else:
+            self.qkv_weight = self.qkv_bias = None
+        dtype, device = encoded.dtype, encoded.device
+        shape = (rows, self.heads, positions, self.head_dim)
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
+        cross = layer.encoder_attn
+        batch, length, _ = encoded.shape
+        flat = encoded.reshape(batch * length, -1)
+        k = _linear(cross.k_proj, flat).view(batch, length, self.heads, self.head_dim)
+        v = _linear(cross.v_proj, flat).view(batch, length, self.heads, self.head_dim)
+        self.cross_keys = k.transpose(1, 2).contiguous()  # (inputs, H, S, D)
+        self.cross_values = v.transpose(1, 2).contiguous()
+
+    def project_qkv(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        attention = self.layer.self_attn
+        if self.qkv_weight is None:
+            return _linear(attention.q_proj, hidden), _linear(attention.k_proj, hidden), _linear(attention.v_proj, hidden)
+        return _matmul_weight(hidden, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
+
+    def __call__(self, hidden: torch.Tensor, position: int, cross_mask: Optional[torch.Tensor], group: int):
+        layer = self.layer
+        rows, d_model = hidden.shape
+        heads, head_dim = self.heads, self.head_dim
+        training = layer.training
+
+        residual = hidden
+        q, k, v = self.project_qkv(hidden)
+        self.keys[:, :, position] = k.view(rows, heads, head_dim)
+        self.values[:, :, position] = v.view(rows, heads, head_dim)
+        q = (q * self.scale).reshape(rows, heads, 1, head_dim)
+        keys = self.keys[:, :, : position + 1]
+        values = self.values[:, :, : position + 1]
+        dropout = layer.self_attn.dropout if training else 0.0
+        attn = F.scaled_dot_product_attention(q, keys, values, dropout_p=dropout, scale=1.0).view(rows, d_model)
+        attn = _linear(layer.self_attn.out_proj, attn)
+        hidden = layer.self_attn_layer_norm(residual + F.dropout(attn, layer.dropout, training))
+
+        residual = hidden
+        cross = layer.encoder_attn
+        q = _linear(cross.q_proj, hidden) * self.scale
+        inputs = rows // group
+        q = q.view(inputs, group, heads, head_dim).transpose(1, 2)  # (inputs, H, group, D)
+        dropout = cross.dropout if training else 0.0
+        attn = F.scaled_dot_product_attention(q, self.cross_keys, self.cross_values, attn_mask=cross_mask,
+                                              dropout_p=dropout, scale=1.0)
+        attn = attn.transpose(1, 2).reshape(rows, d_model)
+        attn = _linear(cross.out_proj, attn)
+        hidden = layer.encoder_attn_layer_norm(residual + F.dropout(attn, layer.dropout, training))
+
+        residual = hidden
+        hidden = layer.activation_fn(_linear(layer.fc1, hidden))
+        hidden = F.dropout(hidden, layer.activation_dropout, training)
+        hidden = F.dropout(_linear(layer.fc2, hidden), layer.dropout, training)
+        return layer.final_layer_norm(residual + hidden)
+
+    def reorder(self, parents: torch.Tensor, written: int) -> None:
+        for cache in (self.keys, self.values):
+            cache[:, :, :written] = cache[parents, :, :written]
+
+    def keep_inputs(self, keep: torch.Tensor, rows: torch.Tensor) -> None:
+        self.keys, self.values = self.keys[rows], self.values[rows]
+        self.cross_keys = self.cross_keys.index_select(0, keep)
+        self.cross_values = self.cross_values.index_select(0, keep)
+
+
+class DecoderStep:
+    """The decoder of ``model`` fed one token per row per step, for ``group`` rows per encoder row.
+
+    ``encoded`` (inputs, S, d) and ``encoder_mask`` (inputs, S; 1 = real token) are the encoder's output;
+    the decoder rows are ``group`` consecutive rows per input. ``max_positions`` bounds the number of steps
+    (the decoder positions the caches hold).
+    """
+
+    def __init__(self, model, encoded: torch.Tensor, encoder_mask: Optional[torch.Tensor], group: int,
+                 max_positions: int):
+        decoder = model.led.decoder
+        if max_positions > decoder.config.max_decoder_position_embeddings:
+            raise ValueError(
+                f"{max_positions} decoder positions asked for, but the decoder has only "
+                f"{decoder.config.max_decoder_position_embeddings} (max_decoder_position_embeddings)."
+            )
+        self.model = model
+        self.decoder = decoder
+        self.group = group
+        self.rows = encoded.shape[0] * group
+        self.max_positions = max_positions
+        self.position = 0  # the number of tokens fed so far
+        dtype = encoded.dtype
+        self.cross_mask = None
+        if encoder_mask is not None:
+            additive = torch.zeros(encoder_mask.shape, dtype=dtype, device=encoded.device)
+            self.cross_mask = additive.masked_fill(encoder_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+        self.layers: List[_LayerStep] = [
+            _LayerStep(layer, encoded, self.rows, max_positions) for layer in decoder.layers
+        ]
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Float32 next-token logits (rows, vocab) after feeding ``tokens`` (rows,)."""
+        if self.position >= self.max_positions:
+            raise ValueError(f"the decoder step's caches hold {self.max_positions} positions; all are used.")
+        decoder, position = self.decoder, self.position
+        hidden = decoder.embed_tokens(tokens) + decoder.embed_positions.weight[position]
+        hidden = F.dropout(decoder.layernorm_embedding(hidden), decoder.config.dropout, decoder.training)
+        for layer in self.layers:
+            hidden = layer(hidden, position, self.cross_mask, self.group)
+        self.position += 1
+        model = self.model
+        if type(model.lm_head) is nn.Linear and model.lm_head.bias is None:
+            bias = model.final_logits_bias[0].to(hidden.dtype)
+            return _matmul_weight(hidden, model.lm_head.weight, bias).float()
+        return model.logits(hidden).float()
+
+    def reorder(self, parents: torch.Tensor) -> None:
+        """Make row i continue row ``parents[i]`` (a beam-search step; each row stays in its own group)."""
+        if torch.equal(parents, torch.arange(parents.numel(), device=parents.device)):
+            return
+        for layer in self.layers:
+            layer.reorder(parents, self.position)
+
+    def keep_inputs(self, keep: torch.Tensor) -> torch.Tensor:
+        """Drop the inputs not in ``keep`` with their rows; returns the kept rows' indices."""
+        offsets = torch.arange(self.group, device=keep.device)
+        rows = (keep[:, None] * self.group + offsets).flatten()
+        for layer in self.layers:
+            layer.keep_inputs(keep, rows)
+        if self.cross_mask is not None:
+            self.cross_mask = self.cross_mask.index_select(0, keep)
+        self.rows = rows.numel()
+        return rows
