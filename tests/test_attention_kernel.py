@@ -2,9 +2,10 @@
 
 A seeded random sweep (plain loops; hypothesis is not a dependency) over lengths, windows, heads, padding and
 global layouts, covering both local paths (one dense block for at most 3w tokens, blocks of w beyond) and both
-global-row paths (folded and direct), with and without ``output_attentions``. The reference
-(``dense_encoder_attention``) is O(L²) and written for reading; the kernel must agree with it to 1e-5 of the
-largest value, outputs and probabilities alike. Agreement with transformers is tested in
+global-row paths (folded and direct), with and without ``output_attentions``, and the local part without
+autograd in chunks of query blocks as well as with autograd in one. The reference (``dense_encoder_attention``)
+is O(L²) and written for reading; the kernel must agree with it to 1e-5 of the largest value, outputs and
+probabilities alike. Agreement with transformers is tested in
 tests/test_modeling_parity.py.
 """
 import math
@@ -70,7 +71,7 @@ def dense_from_kernel(probs, layout: EncoderMaskLayout, one_sided: int) -> torch
 
 def test_kernel_equals_the_dense_reference_over_random_layouts():
     generator = torch.Generator().manual_seed(1234)
-    paths = set()
+    paths, chunk_counts = set(), set()
     for case in range(N_CASES):
         module, hidden, attention_mask, global_mask = random_case(generator)
         layout = EncoderMaskLayout.build(attention_mask, global_mask)
@@ -80,17 +81,28 @@ def test_kernel_equals_the_dense_reference_over_random_layouts():
             expected_out = expected_out.transpose(1, 2).reshape(hidden.shape)
             fused_out, no_probs = module(hidden, layout, output_attentions=False)
             explicit_out, probs = module(hidden, layout, output_attentions=True)
+            # Without autograd the local part runs over chunks of whole blocks: here 1 to 3 blocks per chunk,
+            # the last chunk often partial.
+            module.chunk_tokens = int(torch.randint(1, 4, (), generator=generator)) * one_sided
+            chunked_out, _ = module(hidden, layout)
+        with torch.enable_grad():  # one chunk of every block, as in training
+            whole_out, _ = module(hidden, layout)
         assert no_probs is None
         details = f"case {case}: shape {tuple(hidden.shape)}, w={one_sided}, globals {global_mask.sum(1).tolist()}"
         assert relative_error(fused_out, expected_out) <= TOL, details
         assert relative_error(explicit_out, expected_out) <= TOL, details
+        assert relative_error(chunked_out, expected_out) <= TOL, details
+        assert relative_error(whole_out, expected_out) <= TOL, details
         assert relative_error(dense_from_kernel(probs, layout, one_sided), expected_probs) <= TOL, details
         local = "dense_block" if layout.block_size(one_sided) == hidden.shape[1] else "blocked"
         rows = "none" if not layout.has_global else (
             "folded" if module.folds_global_projections(layout.num_global) else "direct")
         paths.add((local, rows))
-    # The sweep reached every combination of the kernel's paths.
+        blocks = -(-hidden.shape[1] // layout.block_size(one_sided))
+        chunk_counts.add(min(-(-blocks // max(1, module.chunk_tokens // one_sided)), 3))
+    # The sweep reached every combination of the kernel's paths, and 1, 2 and 3+ chunks.
     assert paths == {(local, rows) for local in ("dense_block", "blocked") for rows in ("none", "folded", "direct")}
+    assert chunk_counts == {1, 2, 3}
 
 
 def test_reference_is_full_attention_when_the_window_covers_everything():

@@ -17,6 +17,8 @@ import torch
 from safetensors.torch import load_file
 
 from spacy_led.modeling import LEDForConditionalGeneration, LEDForQuestionAnswering, LEDForSequenceClassification
+from spacy_led.modeling.attention import LEDEncoderSelfAttention
+from spacy_led.modeling.model import LEDEncoderLayer
 
 from conftest import TINY, make_batch, relative_error
 
@@ -96,6 +98,22 @@ def test_gradients_and_their_set_match_transformers(pairs, head, case):
     assert compared >= 90
     reference.zero_grad(set_to_none=True)
     ours.zero_grad(set_to_none=True)
+
+
+def test_chunked_gradient_checkpointing_matches_transformers(hf_generation_checkpoint, monkeypatch):
+    """Gradient checkpointing with chunks inside the encoder layers (small chunks: several per layer) against
+    transformers' gradients: the same parameters get one, and the same values."""
+    monkeypatch.setattr(LEDEncoderLayer, "chunk_tokens", 16)
+    monkeypatch.setattr(LEDEncoderSelfAttention, "chunk_tokens", 8)
+    reference, path = hf_generation_checkpoint
+    ours = LEDForConditionalGeneration.from_pretrained(path, dropout=0.0).train()  # checkpointing acts in train()
+    ours.gradient_checkpointing_enable()
+    kwargs = _inputs("mixed_globals_padded", "lm")
+    _backward(reference, kwargs)
+    _backward(ours, kwargs)
+    reference_grads = {name: param.grad for name, param in reference.named_parameters() if param.grad is not None}
+    assert assert_same_gradients(ours, reference_grads) >= 90
+    reference.zero_grad(set_to_none=True)
 
 
 CLASSIFICATION_FIXTURE = Path(__file__).parent / "fixtures" / "led_cls_tiny"

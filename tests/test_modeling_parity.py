@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from spacy_led.modeling import LEDForConditionalGeneration, LEDForQuestionAnswering, LEDModel, shift_tokens_right
-from spacy_led.modeling.attention import EncoderMaskLayout
+from spacy_led.modeling.attention import EncoderMaskLayout, LEDEncoderSelfAttention
+from spacy_led.modeling.model import LEDEncoderLayer
 
 from conftest import TINY, make_batch, relative_error
 
@@ -152,13 +153,15 @@ def test_loss_and_gradients_match(cg_pair):
 
 
 def test_long_input_of_thousands_of_tokens(transformers_led, tmp_path):
-    """A few thousand tokens through several blocks of the window, with a window per layer."""
+    """A few thousand tokens through several blocks of the window, with a window per layer; without autograd
+    the encoder layers run in several chunks of tokens, the attention in several chunks of blocks."""
     torch.manual_seed(4)
     config = transformers_led.LEDConfig(**{**TINY, "attention_window": [64, 128]})
     reference = transformers_led.LEDModel(config).eval()
     reference.save_pretrained(tmp_path)
     ours = LEDModel.from_pretrained(tmp_path)
     ids, mask, glob = make_batch(batch=2, length=3001, pad_lengths=(3001, 2500), globals_per_row=((0, 1500), (0,)))
+    assert ids.shape[1] > max(LEDEncoderLayer.chunk_tokens, LEDEncoderSelfAttention.chunk_tokens)  # 2+ chunks
     with torch.no_grad():
         expected = reference.encoder(input_ids=ids, attention_mask=mask, global_attention_mask=glob)
         actual = ours.encoder(input_ids=ids, attention_mask=mask, global_attention_mask=glob)

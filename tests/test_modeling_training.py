@@ -3,6 +3,8 @@ import pytest
 import torch
 
 from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
+from spacy_led.modeling.attention import LEDEncoderSelfAttention
+from spacy_led.modeling.model import LEDEncoderLayer
 
 from conftest import TINY, make_batch, relative_error
 
@@ -29,7 +31,13 @@ def test_dropout_only_in_train_mode():
         assert torch.equal(_loss(model), _loss(model))
 
 
-def test_gradient_checkpointing_gives_the_same_gradients(model):
+@pytest.mark.parametrize("chunked", [False, True], ids=["whole_layers", "chunks_inside_layers"])
+def test_gradient_checkpointing_gives_the_same_gradients(model, chunked, monkeypatch):
+    """Checkpointing recomputes each layer, and inside encoder layers longer than a chunk each chunk of tokens
+    (feed-forward) and of query blocks (attention) alone; small chunks here make several of each."""
+    if chunked:
+        monkeypatch.setattr(LEDEncoderLayer, "chunk_tokens", 16)  # 60 tokens: 4 chunks
+        monkeypatch.setattr(LEDEncoderSelfAttention, "chunk_tokens", 8)  # windows 8, 16: 2 and 1 blocks a chunk
     model.train()  # dropout 0: train mode without randomness
     model.zero_grad()
     _loss(model).backward()

@@ -28,6 +28,7 @@ from typing import Dict, Optional, Tuple
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def _min_value(dtype: torch.dtype) -> float:
@@ -135,6 +136,15 @@ class EncoderMaskLayout:
             self._band_masks[key] = self._make_band_mask(one_sided, dtype)
         return self._band_masks[key]
 
+    def band_mask_blocks(self, one_sided: int, dtype: torch.dtype, first: int, end: int) -> torch.Tensor:
+        """``band_mask`` of query blocks ``first``..``end - 1`` of every row: (B*(end-first), 1, c, S)."""
+        mask = self.band_mask(one_sided, dtype)
+        batch = self.is_pad.shape[0]
+        per_row = mask.view(batch, -1, *mask.shape[1:])
+        if first == 0 and end == per_row.shape[1]:
+            return mask
+        return per_row[:, first:end].reshape(-1, *mask.shape[1:])  # a view for batch 1
+
     def _make_band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
         batch, length = self.is_pad.shape
         device = self.is_pad.device
@@ -201,35 +211,50 @@ class LEDEncoderSelfAttention(nn.Module):
             global_out, of_global = self._global_rows(hidden_states, layout, dropout, output_attentions)
             rows = layout.global_slot_valid
             batch_index = torch.arange(batch, device=out.device)[:, None].expand_as(rows)[rows]
-            out = out.index_put((batch_index, layout.global_index[rows]), global_out[rows])
-        out = out.masked_fill(layout.is_pad[:, :, None], 0.0)
+            indices = (batch_index, layout.global_index[rows])
+            if torch.is_grad_enabled():
+                out = out.index_put(indices, global_out[rows])
+            else:  # no graph keeps ``out``: no copy of it
+                out.index_put_(indices, global_out[rows])
+        padding = layout.is_pad[:, :, None]
+        out = out.masked_fill(padding, 0.0) if torch.is_grad_enabled() else out.masked_fill_(padding, 0.0)
         if not output_attentions:
             return out, None
         return out, EncoderAttentionProbs(band, to_global, of_global)
 
     # ---- local (sliding window) part ------------------------------------------------------------------
-    def _blocked_keys(self, states: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
-        """(B, L, H, D) -> (B*nb, H, S, D): each query block's keys (or values), global ones appended."""
+    # Without autograd, and with gradient checkpointing, the local part runs over chunks of about this many
+    # query tokens (whole blocks): the blocked copies of the keys and values and the mask slice of a chunk stay
+    # small and cache-sized, so the cost per token does not grow with the length (with the whole sequence at
+    # once, 16k tokens make ~400 MB of blocked copies per layer, freshly paged in every time). The numbers are
+    # the same either way: every block is computed alone.
+    chunk_tokens = 2048
+    gradient_checkpointing = False  # set by the model's gradient_checkpointing_enable()
+
+    def _blocked_keys(self, states: torch.Tensor, layout: EncoderMaskLayout, first: int, end: int) -> torch.Tensor:
+        """(B, L, H, D) -> (B*nb, H, S, D): the keys (or values) of query blocks ``first``..``end - 1``, each
+        block's window span followed by the global tokens' ones."""
         batch, length, heads, head_dim = states.shape
         w = self.one_sided_attn_window_size
         block = layout.block_size(w)
         if block == length:
             blocks = states.transpose(1, 2)[:, None]  # (B, 1, H, L, D)
         else:
-            n_blocks = -(-length // block)
-            padded = F.pad(states, (0, 0, 0, 0, w, n_blocks * block + w - length))
+            start, stop = first * block - w, end * block + w  # the span of the keys, padding included
+            inside = states[:, max(start, 0) : min(stop, length)]
+            padded = F.pad(inside, (0, 0, 0, 0, max(-start, 0), max(stop - length, 0)))
             blocks = padded.unfold(1, block + 2 * w, block).permute(0, 1, 2, 4, 3)  # (B, nb, H, S, D)
         if layout.has_global:
             glob = layout.gather_global(states).transpose(1, 2)[:, None]  # (B, 1, H, G, D)
             blocks = torch.cat([blocks, glob.expand(-1, blocks.shape[1], -1, -1, -1)], dim=3)
         return blocks.reshape(-1, heads, blocks.shape[3], head_dim)
 
-    def _blocked_queries(self, q: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
+    def _blocked_queries(self, q: torch.Tensor, layout: EncoderMaskLayout, first: int, end: int) -> torch.Tensor:
         batch, length, heads, head_dim = q.shape
         block = layout.block_size(self.one_sided_attn_window_size)
-        n_blocks = -(-length // block)
-        q = F.pad(q, (0, 0, 0, 0, 0, n_blocks * block - length))
-        return q.view(batch, n_blocks, block, heads, head_dim).transpose(2, 3).reshape(-1, heads, block, head_dim)
+        q = q[:, first * block : end * block]
+        q = F.pad(q, (0, 0, 0, 0, 0, (end - first) * block - q.shape[1]))
+        return q.view(batch, end - first, block, heads, head_dim).transpose(2, 3).reshape(-1, heads, block, head_dim)
 
     def _unblock(self, out: torch.Tensor, batch: int, length: int) -> torch.Tensor:
         """(B*nb, H, c, D) -> (B, L, H*D)."""
@@ -238,28 +263,54 @@ class LEDEncoderSelfAttention(nn.Module):
         return out.reshape(batch, -1, heads * head_dim)[:, :length]
 
     def _local_attention(self, q, k, v, layout: EncoderMaskLayout, dropout: float) -> torch.Tensor:
+        """(B, L, H*D): the local part of every query, in chunks of blocks where that saves memory: without
+        autograd (each chunk written into the output), and under gradient checkpointing in training (each chunk
+        checkpointed: backward keeps only q, k, v and recomputes one chunk's blocked copies at a time)."""
+        batch, length, heads, head_dim = q.shape
+        block = layout.block_size(self.one_sided_attn_window_size)
+        n_blocks = -(-length // block)
+        chunk = max(1, self.chunk_tokens // block)
+        if not torch.is_grad_enabled():
+            out = q.new_empty(batch, length, heads * head_dim)
+            for first in range(0, n_blocks, chunk):
+                out[:, first * block : (first + chunk) * block] = self._local_blocks(q, k, v, layout, dropout, first, chunk)
+            return out
+        if not (self.gradient_checkpointing and self.training) or chunk >= n_blocks:
+            return self._local_blocks(q, k, v, layout, dropout, 0, n_blocks)
+        pieces = [
+            checkpoint(self._local_blocks, q, k, v, layout, dropout, first, chunk, use_reentrant=False)
+            for first in range(0, n_blocks, chunk)
+        ]
+        return torch.cat(pieces, dim=1)
+
+    def _local_blocks(self, q, k, v, layout: EncoderMaskLayout, dropout: float, first: int, count: int):
+        """(B, rows, H*D): the local part of the queries of blocks ``first``..``first + count - 1`` (fewer at the
+        end of the sequence)."""
         batch, length = q.shape[:2]
-        mask = layout.band_mask(self.one_sided_attn_window_size, q.dtype)
-        out = F.scaled_dot_product_attention(
-            self._blocked_queries(q, layout),
-            self._blocked_keys(k, layout),
-            self._blocked_keys(v, layout),
-            attn_mask=mask,
+        w = self.one_sided_attn_window_size
+        block = layout.block_size(w)
+        end = min(first + count, -(-length // block))
+        blocked = F.scaled_dot_product_attention(
+            self._blocked_queries(q, layout, first, end),
+            self._blocked_keys(k, layout, first, end),
+            self._blocked_keys(v, layout, first, end),
+            attn_mask=layout.band_mask_blocks(w, q.dtype, first, end),
             dropout_p=dropout,
             scale=1.0 / math.sqrt(self.head_dim),
         )
-        return self._unblock(out, batch, length)
+        return self._unblock(blocked, batch, min(end * block, length) - first * block)
 
     def _local_attention_explicit(self, q, k, v, layout: EncoderMaskLayout, dropout: float):
         """``_local_attention`` with the probabilities materialised, for ``output_attentions``. Returns the
         output and the probabilities as ``EncoderAttentionProbs``' ``band`` and ``to_global``."""
         batch, length, heads, head_dim = q.shape
         w = self.one_sided_attn_window_size
-        queries = self._blocked_queries(q, layout) / math.sqrt(head_dim)
-        scores = queries @ self._blocked_keys(k, layout).transpose(-1, -2)
+        n_blocks = -(-length // layout.block_size(w))
+        queries = self._blocked_queries(q, layout, 0, n_blocks) / math.sqrt(head_dim)
+        scores = queries @ self._blocked_keys(k, layout, 0, n_blocks).transpose(-1, -2)
         scores = scores + layout.band_mask(w, scores.dtype)
         probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-        out = F.dropout(probs, dropout, self.training) @ self._blocked_keys(v, layout)
+        out = F.dropout(probs, dropout, self.training) @ self._blocked_keys(v, layout, 0, n_blocks)
         out = self._unblock(out, batch, length)
 
         # A block's keys are its window span (the whole sequence for one dense block), then the global keys.
@@ -331,16 +382,14 @@ class LEDEncoderSelfAttention(nn.Module):
 
 
 class LEDEncoderAttention(nn.Module):
-    """HuggingFace's ``self_attn`` of an encoder layer: the Longformer attention plus its output projection."""
+    """HuggingFace's ``self_attn`` of an encoder layer: the Longformer attention plus its output projection.
+    Only a container of the two, for the parameter names: the layer applies them itself, so that it can run the
+    projection with the rest of its per-token work, in chunks (``LEDEncoderLayer``)."""
 
     def __init__(self, d_model: int, num_heads: int, attention_window: int, dropout: float):
         super().__init__()
         self.longformer_self_attn = LEDEncoderSelfAttention(d_model, num_heads, attention_window, dropout)
         self.output = nn.Linear(d_model, d_model)
-
-    def forward(self, hidden_states, layout: EncoderMaskLayout, output_attentions: bool = False):
-        out, probs = self.longformer_self_attn(hidden_states, layout, output_attentions)
-        return self.output(out), probs
 
 
 def transformers_attention_layout(

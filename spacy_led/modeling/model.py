@@ -99,19 +99,56 @@ class LEDEncoderLayer(nn.Module):
         self.dropout = config.dropout
         self.activation_dropout = config.activation_dropout
 
+    # Without autograd, everything after the attention (output projection, layer norms, feed-forward) works on
+    # chunks of this many tokens: the (chunk, ffn_dim) intermediates stay cache-sized and are reused instead of
+    # freshly paged in at every layer, so the time per token does not grow with the length. With gradient
+    # checkpointing in training each chunk is checkpointed: backward holds one chunk's (chunk, ffn_dim)
+    # activations at a time instead of the whole sequence's. Every token is computed alone either way.
+    chunk_tokens = 1024
+    gradient_checkpointing = False  # set by the model's gradient_checkpointing_enable()
+
     def forward(self, hidden_states, layout: EncoderMaskLayout, output_attentions: bool = False):
-        residual = hidden_states
-        attn, probs = self.self_attn(hidden_states, layout, output_attentions)
+        length = hidden_states.shape[1]
+        # (A traced graph, such as the ONNX export's, must not bake in the chunks of the length it was traced at.)
+        chunked = length > self.chunk_tokens and not torch.jit.is_tracing()
+        if chunked and not (output_attentions or torch.is_grad_enabled()):
+            probs = None
+            hidden_states = self._after_attention_chunks(hidden_states, layout)
+        else:
+            attn, probs = self.self_attn.longformer_self_attn(hidden_states, layout, output_attentions)
+            if chunked and self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                pieces = [
+                    checkpoint(self._after_attention, hidden_states[:, start : start + self.chunk_tokens],
+                               attn[:, start : start + self.chunk_tokens], use_reentrant=False)
+                    for start in range(0, length, self.chunk_tokens)
+                ]
+                hidden_states = torch.cat(pieces, dim=1)
+            else:
+                hidden_states = self._after_attention(hidden_states, attn)
+        if hidden_states.dtype == torch.float16 and not torch.isfinite(hidden_states).all():
+            clamp = torch.finfo(hidden_states.dtype).max - 1000
+            hidden_states = hidden_states.clamp(-clamp, clamp)
+        return hidden_states, probs
+
+    def _after_attention(self, residual: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        """The layer after its self-attention (``attn``: before the output projection), token by token."""
+        attn = self.self_attn.output(attn)
         hidden_states = self.self_attn_layer_norm(residual + F.dropout(attn, self.dropout, self.training))
         residual = hidden_states
         hidden_states = self.activation_fn(self.fc1(hidden_states))
         hidden_states = F.dropout(hidden_states, self.activation_dropout, self.training)
         hidden_states = F.dropout(self.fc2(hidden_states), self.dropout, self.training)
-        hidden_states = self.final_layer_norm(residual + hidden_states)
-        if hidden_states.dtype == torch.float16 and not torch.isfinite(hidden_states).all():
-            clamp = torch.finfo(hidden_states.dtype).max - 1000
-            hidden_states = hidden_states.clamp(-clamp, clamp)
-        return hidden_states, probs
+        return self.final_layer_norm(residual + hidden_states)
+
+    def _after_attention_chunks(self, hidden_states: torch.Tensor, layout: EncoderMaskLayout) -> torch.Tensor:
+        """The whole layer without autograd, the part after the attention in chunks of ``chunk_tokens``: the
+        attention's output (before its projection) becomes the layer's output, each chunk reading its rows
+        before it overwrites them."""
+        out, _ = self.self_attn.longformer_self_attn(hidden_states, layout)
+        for start in range(0, out.shape[1], self.chunk_tokens):
+            rows = out[:, start : start + self.chunk_tokens]
+            rows.copy_(self._after_attention(hidden_states[:, start : start + self.chunk_tokens], rows))
+        return out
 
 
 class LEDDecoderLayer(nn.Module):
@@ -223,17 +260,17 @@ class LEDPreTrainedModel(nn.Module):
         return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
 
     def gradient_checkpointing_enable(self) -> None:
-        """Recompute each layer's activations in the backward pass: long inputs train in far less memory."""
-        for module in self.modules():
-            if isinstance(module, (LEDEncoder, LEDDecoder)):
-                module.gradient_checkpointing = True
-        self.gradient_checkpointing = True
+        """Recompute each layer's activations in the backward pass, and inside an encoder layer one chunk of
+        tokens at a time: long inputs train in far less memory."""
+        self._set_gradient_checkpointing(True)
 
     def gradient_checkpointing_disable(self) -> None:
+        self._set_gradient_checkpointing(False)
+
+    def _set_gradient_checkpointing(self, enabled: bool) -> None:
         for module in self.modules():
-            if isinstance(module, (LEDEncoder, LEDDecoder)):
-                module.gradient_checkpointing = False
-        self.gradient_checkpointing = False
+            if hasattr(module, "gradient_checkpointing"):
+                module.gradient_checkpointing = enabled
 
     def _run_base_model(
         self,
