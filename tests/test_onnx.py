@@ -120,6 +120,9 @@ def test_heads_equal_pytorch_also_past_the_decoder_positions(cls, tmp_path):
     torch.manual_seed(1)
     model = cls(LEDConfig(**{**SHAPE, "encoder_layers": 1, "decoder_layers": 1, "attention_window": 8, "num_labels": 3})).eval()
     runtime = OnnxLED(export_module(model, tmp_path))
+    # Exporting leaves every module of the model in eval mode (a graph left in train mode once switched the
+    # model's dropout back on).
+    assert not any(module.training for module in model.modules())
     for batch, length, n_global, padded in [(2, 9, 1, 1), (1, 24, 0, None), (2, 50, 3, 0)]:  # 50: 3 segments
         ids, mask, glob = _inputs(batch, length, n_global, padded, seed=length)
         with torch.no_grad():

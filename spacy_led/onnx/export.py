@@ -62,6 +62,9 @@ def _task_of(module) -> str:
 
 
 def _export(graph: torch.nn.Module, args, path: Path, input_names, output_names, dynamic_axes) -> None:
+    # The exporter puts the graph back into the mode it found it in, recursively: in eval mode, so that the
+    # model's modules inside it are left in eval mode too.
+    graph.eval()
     with warnings.catch_warnings():
         # The tracer warns at every size it reads; each is recorded as a shape operation in the graph, and
         # the tests run the graphs at other shapes than the example's.
@@ -87,10 +90,16 @@ def _example_inputs(config, batch: int = 2, length: int = 0):
 def export_module(module, out_dir: Union[str, Path]) -> Path:
     """Write the graphs of a loaded LED model (``LEDForConditionalGeneration``, ``LEDForSequenceClassification``
     or ``LEDForQuestionAnswering``) and its manifest to ``out_dir``."""
+    was_training = module.training
+    try:
+        return _export_module(module.eval(), Path(out_dir))
+    finally:
+        module.train(was_training)
+
+
+def _export_module(module, out: Path) -> Path:
     task = _task_of(module)
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    module = module.eval()
     dtype = next(module.parameters()).dtype
     if dtype != torch.float32:
         raise ValueError(f"export a float32 model (this one is {dtype}): module.float() first.")

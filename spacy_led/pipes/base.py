@@ -77,6 +77,7 @@ class LEDPipe(TrainablePipe):
         self.cfg: Dict[str, Any] = asdict(self.settings_class(**settings))
         self.tokenizer = None
         self._quantized = None  # (what it was made from, the quantized module): see inference_module
+        self._onnx = None  # (what it was made for, the onnxruntime module): see _onnx_module
         self._owner_pid = os.getpid()
         # Read by `load()`, not here: `spacy.load` builds the pipe from its config (which still names the
         # checkpoint it was made from) and then reads the saved weights; the checkpoint need not exist there.
@@ -125,13 +126,16 @@ class LEDPipe(TrainablePipe):
 
     @property
     def inference_module(self):
-        """The torch LED predictions run on: ``module`` itself, or with ``quantize = "int8"`` its dynamically
+        """The LED predictions run on: ``module`` itself, or with ``quantize = "int8"`` its dynamically
         quantized copy (``modeling.quantize``), made on first use and again whenever the float weights change
-        (training steps and loading write them in place, which moves their version counters). Training and
-        saving always use the float ``module``."""
+        (training steps and loading write them in place, which moves their version counters), or with
+        ``runtime = "onnx"`` the export at ``onnx_path`` in onnxruntime. Training and saving always use the
+        float ``module``."""
         from ..modeling.quantize import check_quantize, quantize_dynamic_int8
 
         module = self.module
+        if self.cfg.get("runtime") == "onnx":
+            return self._onnx_module(module)
         mode = check_quantize(self.cfg.get("quantize"))
         if mode is None:
             return module
@@ -139,6 +143,18 @@ class LEDPipe(TrainablePipe):
         if self._quantized is None or self._quantized[0] != key:
             self._quantized = (key, quantize_dynamic_int8(module))
         return self._quantized[1]
+
+    def _onnx_module(self, module):
+        """With ``runtime = "onnx"``: the export at ``onnx_path`` in onnxruntime, in the torch module's shape
+        (``spacy_led.onnx.modules``), checked once against ``module``'s weights and made again whenever they or
+        the path change."""
+        from ..onnx.modules import OnnxModule
+
+        path = self.cfg["onnx_path"]
+        key = (module, path, tuple(p._version for p in module.parameters()))
+        if self._onnx is None or self._onnx[0] != key:
+            self._onnx = (key, OnnxModule(path, module, f"component '{self.name}'"))
+        return self._onnx[1]
 
     def _no_model_message(self) -> str:
         if self._checkpoint:

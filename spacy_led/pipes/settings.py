@@ -8,6 +8,7 @@ the component by the factory.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import typing
 from dataclasses import MISSING, dataclass, field, fields
@@ -25,15 +26,37 @@ class PipeSettings:
     batch_token_budget: int = 16384  # padded tokens per model batch
     global_attention_spans_key: Optional[str] = None  # store the strategy's global tokens as doc.spans[key]
     quantize: Optional[str] = None  # "int8": dynamic int8 Linear layers for CPU inference; None: the float weights
+    runtime: str = "torch"  # "onnx": predict with onnxruntime on the export at onnx_path (spacy-led export-onnx)
+    onnx_path: Optional[str] = None  # the export of this component's model, for runtime = "onnx"
 
     def __post_init__(self) -> None:
         from ..modeling.quantize import check_quantize  # not at import: the factories import cheaply
 
         check_quantize(self.quantize)
+        check_runtime(self.runtime, self.onnx_path, self.quantize)
         if self.overflow not in OVERFLOW_MODES:
             raise ValueError(f"overflow={self.overflow!r} is not one of {OVERFLOW_MODES}.")
         if self.batch_token_budget < 1:
             raise ValueError(f"batch_token_budget must be positive; got {self.batch_token_budget}.")
+
+
+RUNTIMES = ("torch", "onnx")
+
+
+def check_runtime(runtime: str, onnx_path: Optional[str], quantize: Optional[str]) -> None:
+    """A known runtime; for "onnx", an export path and an importable onnxruntime (the export itself is checked
+    against the component's weights when it is first used)."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime={runtime!r} is not one of {RUNTIMES}.")
+    if runtime != "onnx":
+        return
+    if not onnx_path:
+        raise ValueError('runtime = "onnx" needs onnx_path: the directory `spacy-led export-onnx` wrote for this '
+                         "component's model.")
+    if quantize is not None:
+        raise ValueError(f'quantize={quantize!r} applies to the torch runtime; with runtime = "onnx" leave it unset.')
+    if importlib.util.find_spec("onnxruntime") is None:
+        raise ValueError('runtime = "onnx" needs onnxruntime: pip install "spacy-led[onnx]".')
 
 
 # The summarizer's named generation settings and the generate() argument each one is.
