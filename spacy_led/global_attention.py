@@ -155,7 +155,7 @@ def to_global_attention(result: Any, doc: Doc) -> GlobalAttention:
     they would silently mark the wrong pieces.
     """
     if isinstance(result, GlobalAttention):
-        text_length = len(doc.text)
+        text_length = text_length_of(doc)
         outside = [span for span in result.char_spans if span[1] > text_length]
         if outside:
             raise ValueError(
@@ -191,6 +191,14 @@ def to_global_attention(result: Any, doc: Doc) -> GlobalAttention:
                 f"return GlobalAttention(char_spans=[(start, end), ...])."
             )
     return GlobalAttention(bos=False, char_spans=spans)
+
+
+def text_length_of(doc: Doc) -> int:
+    """``len(doc.text)`` without building the text (``doc.text`` joins every token: a cost per token, per call)."""
+    if not len(doc):
+        return 0
+    last = doc[-1]
+    return last.idx + len(last.text_with_ws)
 
 
 def _check_same_doc(item: Token | Span, doc: Doc, position: int) -> None:

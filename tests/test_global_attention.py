@@ -27,6 +27,7 @@ from spacy_led.global_attention import (
     make_sentence_starts_strategy,
     question_sentences,
     sentence_spans,
+    text_length_of,
     to_global_attention,
 )
 from spacy_led.tokenizer import LEDTokenizer
@@ -501,3 +502,9 @@ def test_a_component_config_names_the_strategy(tokenizer):
     custom = spacy.blank("en")
     custom.add_pipe("test_spacy_led_probe", config={"global_attention": {"@misc": "test_spacy_led.capitalised.v1"}})
     assert custom("a Text here Now").user_data["global_attention"] == GlobalAttention(char_spans=[(2, 6), (12, 15)])
+
+
+@pytest.mark.parametrize("text", ["", " ", "a", "Hello  world!\n\n", "  x ", "東京 😀 ", "a\t", "end."])
+def test_text_length_of_is_the_length_of_doc_text(text):
+    doc = spacy.blank("en").make_doc(text)
+    assert text_length_of(doc) == len(doc.text) == len(text)

@@ -213,7 +213,8 @@ class LEDPipe(TrainablePipe):
     # ---- prediction -------------------------------------------------------------------------------------
     def _doc_windows(self, doc_index: int, doc: Doc) -> List[Window]:
         """The model inputs of one Doc; none for an empty one (it gets an empty prediction)."""
-        return self._windows(doc_index, doc) if doc.text.strip() else []
+        # ``doc.text.strip()`` without building the text: the first token that is not whitespace answers
+        return self._windows(doc_index, doc) if any(not token.is_space for token in doc) else []
 
     def predict(self, docs: Iterable[Doc]) -> List[Any]:
         """One prediction per Doc; the Docs are not changed. Raises on the first failing Doc (``pipe`` isolates
