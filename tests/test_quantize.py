@@ -130,3 +130,16 @@ def test_apply_rejects_quantize_on_a_gpu(classifier_checkpoint, tmp_path, capsys
             "--gpu-id", "0", str(tmp_path / "in.jsonl"), str(tmp_path / "out.jsonl")]
     assert cli.main(args) == 2
     assert "--quantize int8 runs on the CPU" in capsys.readouterr().err
+
+
+def test_apply_quantize_is_refused_for_a_component_on_another_runtime():
+    from spacy_led.apply import ApplyOptions
+    from spacy_led.apply.options import UsageError
+    from spacy_led.apply.pipeline import configure
+
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("led_classifier")
+    pipe.cfg["runtime"] = "onnx"  # as a saved pipeline with runtime = "onnx" has it
+    with pytest.raises(UsageError, match="--quantize int8 applies to the torch runtime"):
+        configure(nlp, ApplyOptions("in.jsonl", "out.jsonl", model="pipeline", quantize="int8"))
+    assert pipe.cfg["quantize"] is None

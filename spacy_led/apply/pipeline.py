@@ -92,4 +92,7 @@ def configure(nlp, options: ApplyOptions) -> None:
         if options.max_length is not None:
             pipe.cfg["max_length"] = int(options.max_length)
         if options.quantize is not None:
+            if pipe.cfg.get("runtime", "torch") != "torch":
+                raise UsageError(f"--quantize {options.quantize} applies to the torch runtime; component "
+                                 f"'{pipe.name}' runs on {pipe.cfg['runtime']}.")
             pipe.cfg["quantize"] = options.quantize
