@@ -17,8 +17,8 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
 2. ``generate`` against transformers 5 (``transformers.LEDForConditionalGeneration.generate``), token ids
    asserted identical: 4,096 input tokens and 64 new tokens greedy and with 4 beams; several documents of
    different lengths (right-padded, with an attention mask) x 4 beams; and with ``--long`` a 16,384-token
-   document with 4 beams and 256 new tokens (transformers needs several GB there: run it under
-   ``flock /work/wt/bigmem.lock`` on a shared machine). ``min_length`` = 1 + new tokens bans ``</s>``, so
+   document with 4 beams and 256 new tokens (transformers needs several GB there: on a shared
+   machine run it when no other large job runs). ``min_length`` = 1 + new tokens bans ``</s>``, so
    every run generates all its tokens. Each case runs ``--repeats`` times per library, alternating which goes
    first; the median is reported, and the ratio transformers / ours (> 1: ours is faster).
 
@@ -28,7 +28,7 @@ average is printed.
 Examples (from the repository root)::
 
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py                 # step + 4k cases
-    OMP_NUM_THREADS=2 PYTHONPATH=. flock /work/wt/bigmem.lock python benchmarks/bench_generate.py --long
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --no-step --no-4k --long
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --quick         # smoke run
 """
 from __future__ import annotations
