@@ -22,10 +22,18 @@ depends on its input, which the usual 0.02 does not give, and 0.02, the weight s
     to bfloat16 (a relative change of at most 0.4% per weight), which shows how sensitive the checkpoint itself
     is to any small change of its weights.
 
+Kernels (``--kernels``): the candidate CPU int8 matrix products on led-base's Linear shapes (an encoder batch of
+1,024 rows; a decoder step of 4 rows, beams, through a 768 x 768 projection and the 768 x 50,265 output layer),
+each against ``F.linear`` in float32 in the same run: fbgemm's ``quantized::linear_dynamic`` (the one used),
+oneDNN's ``onednn::qlinear_pointwise`` with per-call activation scales, ``aten._weight_int8pack_mm`` (weight-only),
+and torchao's ``Int8DynamicActivationInt8WeightConfig`` / ``Int8WeightOnlyConfig`` when torchao is installed
+(it is not a dependency). Printed: speed-up over float32 (> 1: faster) and max relative error.
+
 Examples (from the repository root)::
 
     PYTHONPATH=. python benchmarks/bench_int8.py                 # ~6 minutes on 2 busy cores
     PYTHONPATH=. python benchmarks/bench_int8.py --quick         # ~1.5 minutes
+    PYTHONPATH=. python benchmarks/bench_int8.py --kernels       # the kernel comparison only, ~1 minute
 """
 from __future__ import annotations
 
@@ -58,6 +66,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--no-speed", action="store_true", help="only the drift")
     parser.add_argument("--no-drift", action="store_true", help="only the speed")
+    parser.add_argument("--kernels", action="store_true", help="only the comparison of int8 kernels")
     parser.add_argument("--quick", action="store_true", help="1024 tokens, 16 new tokens, 1 repeat, 1 drift seed")
     args = parser.parse_args(argv)
     if args.quick:
@@ -180,6 +189,69 @@ def drift(args, init_std: float) -> Dict[str, Tuple[float, float, int, int]]:
     return {name: (worst, agree / positions, same, runs) for name, (worst, agree, positions, same, runs) in totals.items()}
 
 
+def kernels(repeats: int) -> None:
+    import copy
+
+    import torch
+    from torch.nn import functional as F
+
+    from spacy_led.modeling.quantize import DynamicInt8Linear
+
+    def onednn(linear):
+        weight = linear.weight.detach()
+        scales = weight.abs().amax(dim=1) / 127
+        packed = torch.ops.onednn.qlinear_prepack(torch.round(weight / scales[:, None]).to(torch.int8), None)
+        zero_points = torch.zeros(weight.shape[0], dtype=torch.int32)
+
+        def call(x):  # 7-bit activations, as fbgemm's: 8 bits saturate without VNNI
+            low, high = x.min().clamp(max=0), x.max().clamp(min=0)
+            scale = float((high - low) / 127)
+            zero_point = int(torch.round(-low / scale))
+            qx = torch.clamp(torch.round(x / scale) + zero_point, 0, 127).to(torch.uint8)
+            return torch.ops.onednn.qlinear_pointwise(qx, scale, zero_point, packed, scales, zero_points,
+                                                      linear.bias, 1.0, 0, torch.float32, "none", [], "")
+        return call
+
+    def weight_int8pack(linear):
+        weight = linear.weight.detach()
+        scales = weight.abs().amax(dim=1) / 127
+        int8 = torch.round(weight / scales[:, None]).to(torch.int8)
+        return lambda x: torch.ops.aten._weight_int8pack_mm(x, int8, scales) + linear.bias
+
+    candidates = {"fbgemm linear_dynamic": DynamicInt8Linear, "onednn qlinear": onednn,
+                  "aten weight_int8pack_mm": weight_int8pack}
+    try:
+        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, Int8WeightOnlyConfig, quantize_
+
+        def torchao(config):
+            def make(linear):
+                quantized = copy.deepcopy(linear)
+                quantize_(quantized, config())
+                return quantized
+            return make
+
+        candidates["torchao int8 dynamic"] = torchao(Int8DynamicActivationInt8WeightConfig)
+        candidates["torchao int8 weight-only"] = torchao(Int8WeightOnlyConfig)
+    except ImportError:
+        print("torchao is not installed: its kernels are left out")
+    torch.manual_seed(0)
+    for rows, d_in, d_out in ((1024, 768, 3072), (1024, 3072, 768), (4, 768, 768), (4, 768, 50265)):
+        linear = torch.nn.Linear(d_in, d_out)
+        torch.nn.init.normal_(linear.weight, std=0.02)
+        x = torch.randn(rows, d_in)
+        with torch.no_grad():
+            expected = F.linear(x, linear.weight, linear.bias)
+            results = []
+            for name, make in candidates.items():
+                call = make(linear)
+                error = float((call(x) - expected).abs().max() / expected.abs().max())
+                times = time_pair({"fp32": lambda: F.linear(x, linear.weight, linear.bias), "int8": lambda: call(x)},
+                                  repeats)
+                ratio = statistics.median(times["fp32"]) / statistics.median(times["int8"])
+                results.append(f"{name} x{ratio:.2f} (err {error:.3f})")
+        print(f"{rows} x {d_in} -> {d_out}: " + ", ".join(results))
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
     import torch
@@ -188,6 +260,9 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, quantized engine {torch.backends.quantized.engine}, "
           f"load average {_loadavg()}")
+    if args.kernels:
+        kernels(max(args.repeats, 5))
+        return
     if not args.no_speed:
         speed(args)
     for init_std in [] if args.no_drift else args.init_std:

@@ -5,17 +5,18 @@ output row (symmetric, max |w| / 127), and at every call the activations are qua
 call, from their range) and multiplied in integers. Embeddings, layer norms and attention itself stay float32.
 
 Why this kernel. ``torch.ao.quantization`` (``quantize_dynamic``) is deprecated in torch 2.13, and its successor
-torchao (0.18) is the first choice, but its CPU int8 paths are slow in eager mode on this kind of CPU (AVX2, no
-VNNI): ``Int8DynamicActivationInt8WeightConfig`` multiplies through ``torch._int_mm``, which on such a CPU falls
-back to a plain loop (~20x *slower* than float32 on led-base's shapes), and ``Int8WeightOnlyConfig`` gives no
-speed-up (1.0x; ``aten._weight_int8pack_mm`` itself is ~30x slower than float32 here). oneDNN's
-``onednn::qlinear_pointwise`` (Inductor's x86 int8 op) gains 1.4-1.9x on the encoder's shapes but nothing on a
-decoder step. The fbgemm kernel behind ``quantized::linear_dynamic`` (the op torch.ao's dynamic Linear called,
-shipped in every CPU build of torch) gains 1.7-1.9x on the encoder's matrix products and 3.5-9x on a decoder
-step's (one row per beam: a step reads the weights, and int8 weights are a quarter of the bytes). So the layer
-here calls that op directly, without ``torch.ao``; ``benchmarks/bench_int8.py`` measures the end result. Its
-packed weight is built from a ``qint8`` tensor, whose creation functions torch 2.13 marks deprecated; that is
-the one place to change (``_pack``) when torch drops them.
+torchao (0.18) was the first choice: it imports and runs with torch 2.13 on the CPU, but its CPU int8 paths are
+slow in eager mode on this project's CPU (AMD EPYC, AVX2, no VNNI). ``benchmarks/bench_int8.py --kernels``
+compares the candidates with float32 ``F.linear`` in one run, on led-base's shapes (2 threads; speed-up, > 1 is
+faster): torchao's ``Int8DynamicActivationInt8WeightConfig`` 0.04x on an encoder batch and 0.5x on a decoder
+step (it multiplies through ``torch._int_mm``, a plain loop on such a CPU), its ``Int8WeightOnlyConfig``
+0.3-0.9x, ``aten._weight_int8pack_mm`` 0.02-1.2x, oneDNN's ``onednn::qlinear_pointwise`` (Inductor's x86 int8
+op) 0.6-1.6x, and fbgemm's ``quantized::linear_dynamic`` (the op torch.ao's dynamic Linear called, in every
+CPU build of torch) 1.6-1.7x on the encoder's products, 1.0x on a 768 x 768 step product and 8.7x on the
+768 x 50,265 output layer (a step reads the weights, and int8 weights are a quarter of the bytes). So the layer
+here calls fbgemm's op directly, without ``torch.ao``. Its packed weight is built from a ``qint8`` tensor, whose
+creation functions torch 2.13 marks deprecated; that is the one place to change (``_pack``) when torch drops
+them.
 
 Quantized copies share every float parameter with the model they are made from (no second copy of the
 embeddings), so the float model stays what is trained and saved.
