@@ -17,9 +17,10 @@ float32, batch 1, global attention on the first token, random ids; torch and onn
   relative error of the first step's logits (``max|int8 - fp32| / max|fp32|``) and the share of greedy tokens
   equal to fp32's (``--new-tokens`` steps).
 
-Ratios (> 1: the first is faster) are printed; absolute times drift on a shared machine, ratios much less.
+Each time is printed with its ratio to onnxruntime fp32's (> 1: slower than onnxruntime fp32); absolute
+times drift on a shared machine, ratios much less. Exporting led-base takes minutes (constant folding).
 
-    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_onnx.py --int8          # ~10 minutes here
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_onnx.py --int8          # ~20 minutes here
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_onnx.py --length 1024 --new-tokens 8 --repeats 1
 """
 from __future__ import annotations
@@ -60,6 +61,22 @@ def _quantize(src: Path, dst: Path) -> None:
             shutil.copy(item, dst / item.name)
 
 
+def _time_encoders(encoders, args) -> None:
+    results = {}
+    with torch.no_grad():
+        for fn in encoders.values():
+            fn()  # warm-up
+        for name, fn in encoders.items():
+            results[name] = _timed(fn, args.repeats)
+    reference = results.get("transformers", results["spacy-led torch"])[1]
+    print(f"\nencoder forward, {args.length} tokens (median of {args.repeats}):")
+    base = results["onnxruntime"][0]
+    for name, (seconds, out) in results.items():
+        diff = np.abs(out - reference).max() / np.abs(reference).max()
+        print(f"  {name:18s} {seconds:7.2f} s   time / onnxruntime fp32's: {seconds / base:5.2f}   "
+              f"max rel. diff to {'transformers' if 'transformers' in results else 'torch'} {diff:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--length", type=int, default=4096)
@@ -70,6 +87,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--int8", action="store_true", help="also onnxruntime's dynamic int8 quantization")
     parser.add_argument("--no-transformers", action="store_true")
+    parser.add_argument("--no-encoder", action="store_true", help="time generate only")
     args = parser.parse_args()
 
     import onnxruntime as ort
@@ -112,19 +130,8 @@ def main() -> None:
         if not args.no_transformers:
             encoders["transformers"] = lambda: hf.led.encoder(input_ids=ids, attention_mask=mask,
                                                                global_attention_mask=glob).last_hidden_state.numpy()
-        results = {}
-        with torch.no_grad():
-            for fn in encoders.values():
-                fn()  # warm-up
-            for name, fn in encoders.items():
-                results[name] = _timed(fn, args.repeats)
-        reference = results.get("transformers", results["spacy-led torch"])[1]
-        print(f"\nencoder forward, {args.length} tokens (median of {args.repeats}):")
-        base = results["onnxruntime"][0]
-        for name, (seconds, out) in results.items():
-            diff = np.abs(out - reference).max() / np.abs(reference).max()
-            print(f"  {name:18s} {seconds:7.2f} s   onnxruntime fp32 is {seconds / base:5.2f}x faster   "
-                  f"max rel. diff {diff:.1e}")
+        if not args.no_encoder:
+            _time_encoders(encoders, args)
 
         settings = dict(num_beams=args.beams, max_new_tokens=args.new_tokens, min_length=args.new_tokens + 1)
         generators = {name: (lambda r=r: r.generate(ids.numpy(), attention_mask=mask.numpy(),
@@ -147,8 +154,8 @@ def main() -> None:
         torch_ids = results["spacy-led torch"][1]
         for name, (seconds, out) in results.items():
             same = out.shape == torch_ids.shape and bool((out == torch_ids).all())
-            print(f"  {name:18s} {seconds:7.2f} s   onnxruntime fp32 is {seconds / base:5.2f}x faster   "
-                  f"ids equal to spacy-led torch: {same}")
+            print(f"  {name:18s} {seconds:7.2f} s   time / onnxruntime fp32's: {seconds / base:5.2f}   "
+                  f"ids equal to spacy-led torch's: {same}")
 
         if args.int8:
             fp32, int8 = runtimes["onnxruntime"], runtimes["onnxruntime int8"]
