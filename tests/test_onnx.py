@@ -14,7 +14,7 @@ from spacy_led.modeling.attention import EncoderMaskLayout
 from spacy_led.onnx import OnnxExportError, OnnxLED, export_module
 from spacy_led.onnx.attention import ExportableEncoderSelfAttention, ExportLayout
 
-pytest.importorskip("onnxruntime")
+import onnxruntime  # noqa: F401  (the `test` extra installs it: a missing install fails here, it is not skipped)
 
 # Windows 8 and 4 (one-sided 4 and 2): layers differ, and the traced example (17 tokens) is no multiple of either.
 SHAPE = dict(vocab_size=60, d_model=16, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2,
