@@ -76,8 +76,7 @@ class LEDPipe(TrainablePipe):
         self.scorer = scorer
         self.cfg: Dict[str, Any] = asdict(self.settings_class(**settings))
         self.tokenizer = None
-        self._quantized = None  # (what it was made from, the quantized module): see inference_module
-        self._onnx = None  # (what it was made for, the onnxruntime module): see _onnx_module
+        self._derived = None  # (what it was made from, the int8 or onnxruntime module): see inference_module
         self._owner_pid = os.getpid()
         # Read by `load()`, not here: `spacy.load` builds the pipe from its config (which still names the
         # checkpoint it was made from) and then reads the saved weights; the checkpoint need not exist there.
@@ -134,27 +133,23 @@ class LEDPipe(TrainablePipe):
         from ..modeling.quantize import check_quantize, quantize_dynamic_int8
 
         module = self.module
-        if self.cfg.get("runtime") == "onnx":
-            return self._onnx_module(module)
-        mode = check_quantize(self.cfg.get("quantize"))
-        if mode is None:
+        runtime = self.cfg.get("runtime")
+        mode = None if runtime == "onnx" else check_quantize(self.cfg.get("quantize"))
+        if runtime != "onnx" and mode is None:
             return module
-        key = (module, mode, tuple(p._version for p in module.parameters()))
-        if self._quantized is None or self._quantized[0] != key:
-            self._quantized = (key, quantize_dynamic_int8(module))
-        return self._quantized[1]
+        path = self.cfg.get("onnx_path")
+        key = (module, runtime, path, mode, tuple(p._version for p in module.parameters()))
+        if self._derived is None or self._derived[0] != key:
+            derived = self._onnx_module(module, path) if runtime == "onnx" else quantize_dynamic_int8(module)
+            self._derived = (key, derived)
+        return self._derived[1]
 
-    def _onnx_module(self, module):
-        """With ``runtime = "onnx"``: the export at ``onnx_path`` in onnxruntime, in the torch module's shape
-        (``spacy_led.onnx.modules``), checked once against ``module``'s weights and made again whenever they or
-        the path change."""
+    def _onnx_module(self, module, path: str):
+        """With ``runtime = "onnx"``: the export at ``path`` in onnxruntime, in the torch module's shape
+        (``spacy_led.onnx.modules``), checked against ``module``'s weights."""
         from ..onnx.modules import OnnxModule
 
-        path = self.cfg["onnx_path"]
-        key = (module, path, tuple(p._version for p in module.parameters()))
-        if self._onnx is None or self._onnx[0] != key:
-            self._onnx = (key, OnnxModule(path, module, f"component '{self.name}'"))
-        return self._onnx[1]
+        return OnnxModule(path, module, f"component '{self.name}'")
 
     def _no_model_message(self) -> str:
         if self._checkpoint:
