@@ -29,6 +29,7 @@ import argparse
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,9 +37,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-BASE = dict(vocab_size=50265, d_model=768, encoder_layers=6, decoder_layers=6, encoder_attention_heads=12,
-            decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072, attention_window=[1024] * 6,
-            max_encoder_position_embeddings=16384, max_decoder_position_embeddings=1024)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_modeling import LED_BASE_SHAPE  # noqa: E402  (the led-base shape every benchmark uses)
+
 
 
 def _timed(fn, repeats):
@@ -102,7 +103,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench_onnx_"))
     try:
         torch.manual_seed(0)
-        hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**BASE)).eval()
+        hf = transformers.LEDForConditionalGeneration(transformers.LEDConfig(**LED_BASE_SHAPE)).eval()
         hf.save_pretrained(tmp / "ckpt")
         ours = LEDForConditionalGeneration.from_pretrained(tmp / "ckpt").eval()
         start = time.perf_counter()
@@ -117,8 +118,8 @@ def main() -> None:
             runtimes["onnxruntime int8"] = OnnxLED(tmp / "onnx_int8", session_options=options)
 
         generator = torch.Generator().manual_seed(1)
-        ids = torch.randint(3, BASE["vocab_size"], (1, args.length), generator=generator)
-        ids[0, 0], ids[0, -1] = 0, 2
+        ids = torch.randint(3, LED_BASE_SHAPE["vocab_size"], (1, args.length), generator=generator)
+        ids[0, 0], ids[0, -1] = LED_BASE_SHAPE["bos_token_id"], LED_BASE_SHAPE["eos_token_id"]
         mask = torch.ones_like(ids)
         glob = torch.zeros_like(ids)
         glob[0, 0] = 1
@@ -159,7 +160,7 @@ def main() -> None:
 
         if args.int8:
             fp32, int8 = runtimes["onnxruntime"], runtimes["onnxruntime int8"]
-            start = np.full((1, 1), BASE.get("decoder_start_token_id", 2), dtype=np.int64)
+            start = np.full((1, 1), LED_BASE_SHAPE["decoder_start_token_id"], dtype=np.int64)
             logits = []
             for runtime in (fp32, int8):
                 encoded = runtime.encode(ids.numpy(), mask.numpy(), glob.numpy())
