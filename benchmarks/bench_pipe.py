@@ -27,7 +27,7 @@ tokenizer is a byte-level BPE of ``--vocab-size`` pieces trained on the generate
 Example (repository root)::
 
     PYTHONPATH=. python benchmarks/bench_pipe.py                      # small model, ~3 minutes on 2 busy cores
-    flock /work/wt/bigmem.lock env PYTHONPATH=. python benchmarks/bench_pipe.py --shape base --repeats 1
+    PYTHONPATH=. python benchmarks/bench_pipe.py --shape base --repeats 1    # led-base width: several GB, run alone
 """
 from __future__ import annotations
 
