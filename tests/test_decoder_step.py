@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
+from spacy_led.modeling import decoder_step
 from spacy_led.modeling.decoder_step import FEW_ROWS, DecoderStep
 
 from conftest import TINY
@@ -47,10 +48,18 @@ def _assert_close(actual, expected):
     assert error < TOLERANCE, error
 
 
+@pytest.mark.parametrize("attention", ["cpu", "gpu"])
 @pytest.mark.parametrize("inputs, group", [(1, 1), (3, 1), (1, 4), (2, 3), (3, FEW_ROWS // 2)])
-def test_steps_with_reorders_match_the_full_forward(model, inputs, group):
+def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attention, monkeypatch):
     """Rows of 1, of 2..FEW_ROWS (the W @ x^T products) and beyond FEW_ROWS (48 rows); beams reorder within
-    their group at every step, as beam search does, and the cache must follow its rows."""
+    their group at every step, as beam search does, and the cache must follow its rows. "gpu" runs the step's
+    attention through the products a GPU uses instead of scaled_dot_product_attention (the padding mask and
+    the stacked beam queries must broadcast the same way there)."""
+    if attention == "gpu":
+        def products(q, keys, values, mask, dropout):
+            return decoder_step._explicit_attention(q, keys, values, mask)
+
+        monkeypatch.setattr(decoder_step, "_attend", products)
     encoded, mask = _encoded(model, inputs)
     rows = inputs * group
     generator = torch.Generator().manual_seed(7)
