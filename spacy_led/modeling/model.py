@@ -171,11 +171,17 @@ class LEDDecoderLayer(nn.Module):
         hidden_states,
         self_mask,
         past_self_kv: Optional[Tuple[torch.Tensor, torch.Tensor]],
-        cross_kv: Tuple[torch.Tensor, torch.Tensor],
+        cross_kv: Optional[Tuple[torch.Tensor, torch.Tensor]],
+        encoder_hidden_states: torch.Tensor,
         cross_mask,
         group: int,
         output_attentions: bool = False,
     ):
+        """``cross_kv``: the cross-attention keys and values from a cache, or None to project them here from
+        ``encoder_hidden_states``: inside the layer, so that under gradient checkpointing they are recomputed
+        in backward rather than kept for it (two (L, d_model) tensors per layer, 100 MB at 16k tokens)."""
+        if cross_kv is None:
+            cross_kv = self.encoder_attn.project_kv(encoder_hidden_states)
         residual = hidden_states
         k, v = self.self_attn.project_kv(hidden_states)
         if past_self_kv is not None:
@@ -472,10 +478,11 @@ class LEDDecoder(nn.Module):
                 all_states.append(hidden_states)
             if self.training and config.decoder_layerdrop > 0 and torch.rand([]) < config.decoder_layerdrop:
                 continue
-            cross_kv = cache.cross_kv[i] if cache is not None else layer.encoder_attn.project_kv(encoder_hidden_states)
+            cross_kv = cache.cross_kv[i] if cache is not None else None
             past_kv = cache.self_kv[i] if (cache is not None and cache.self_kv) else None
             hidden_states, self_kv, self_probs, cross_probs = _run_layer(
-                use_checkpoint, layer, hidden_states, self_mask, past_kv, cross_kv, cross_mask, group, output_attentions
+                use_checkpoint, layer, hidden_states, self_mask, past_kv, cross_kv, encoder_hidden_states, cross_mask,
+                group, output_attentions,
             )
             new_self_kv.append(self_kv)
             if output_attentions:
