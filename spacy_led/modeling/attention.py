@@ -93,6 +93,7 @@ class EncoderMaskLayout:
     global_slot_valid: torch.Tensor  # (B, G) bool
     num_global: int  # G: the most global tokens of any row
     _band_masks: Dict[Tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict)
+    _scratch: Dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
     def build(cls, attention_mask: torch.Tensor, global_mask: Optional[torch.Tensor]) -> "EncoderMaskLayout":
@@ -127,6 +128,16 @@ class EncoderMaskLayout:
         """Query block length: one dense block for short inputs, else the one-sided window."""
         length = self.is_pad.shape[1]
         return length if length <= 3 * one_sided else one_sided
+
+    def scratch(self, name: str, shape: Tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        """A tensor named ``name`` that every layer of this forward pass reuses, for an intermediate that dies
+        inside its layer (the query/key/value projections without autograd). At 16k tokens each is 50 MB: a
+        fresh one per layer would be paged in afresh every time (mapped and zeroed by the kernel), a cost per
+        token that short inputs, served from the allocator's reused memory, do not pay."""
+        tensor = self._scratch.get(name)
+        if tensor is None or tuple(tensor.shape) != tuple(shape) or tensor.dtype != like.dtype or tensor.device != like.device:
+            tensor = self._scratch[name] = like.new_empty(shape)
+        return tensor
 
     def band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
         """Additive mask (B*nb, 1, c, S) for the blocked layout of window ``one_sided``: 0 where query i may
@@ -196,9 +207,9 @@ class LEDEncoderSelfAttention(nn.Module):
         """Output (B, L, H*D) before the output projection, and the probabilities if ``output_attentions``."""
         batch, length, _ = hidden_states.shape
         heads, head_dim = self.num_heads, self.head_dim
-        q = self.query(hidden_states).view(batch, length, heads, head_dim)
-        k = self.key(hidden_states).view(batch, length, heads, head_dim)
-        v = self.value(hidden_states).view(batch, length, heads, head_dim)
+        q = self._project(self.query, hidden_states, layout, "query").view(batch, length, heads, head_dim)
+        k = self._project(self.key, hidden_states, layout, "key").view(batch, length, heads, head_dim)
+        v = self._project(self.value, hidden_states, layout, "value").view(batch, length, heads, head_dim)
         dropout = self.dropout if self.training else 0.0
 
         if output_attentions:
@@ -221,6 +232,17 @@ class LEDEncoderSelfAttention(nn.Module):
         if not output_attentions:
             return out, None
         return out, EncoderAttentionProbs(band, to_global, of_global)
+
+    @staticmethod
+    def _project(linear: nn.Module, states: torch.Tensor, layout: EncoderMaskLayout, name: str) -> torch.Tensor:
+        """``linear(states)``; without autograd written into ``layout``'s scratch tensor ``name`` (the same
+        product: ``F.linear`` is this ``addmm`` on the flattened tokens)."""
+        if (torch.is_grad_enabled() or torch.jit.is_tracing() or type(linear) is not nn.Linear
+                or linear.bias is None or not states.is_contiguous()):
+            return linear(states)
+        flat = states.view(-1, states.shape[-1])
+        out = layout.scratch(name, (flat.shape[0], linear.out_features), states)
+        return torch.addmm(linear.bias, flat, linear.weight.t(), out=out).view(*states.shape[:-1], -1)
 
     # ---- local (sliding window) part ------------------------------------------------------------------
     # Without autograd, and with gradient checkpointing, the local part runs over chunks of about this many
