@@ -40,6 +40,7 @@ from bench_modeling import (  # noqa: E402  (the shared model, inputs and helper
 )
 
 SHORT, LONG = 4096, 16384
+SCALING_GOAL, SPEEDUP_GOAL = 4.4, 3.0  # issue 14's goals: 16k / 4k time, and speed over transformers at 16k
 
 
 def _timed(impl, model, inputs):
@@ -96,15 +97,25 @@ def main() -> int:
         runs = " ".join(f"{t:.2f}" for t in wall[length])
         print(f"{length:>8}{med[length]:>10.2f}{min(wall[length]):>10.2f}"
               f"{statistics.median(cpu[length]):>14.2f}   ({runs})")
-    print(f"\n16k / 4k time (the work is 4.0x): median {med[LONG] / med[SHORT]:.2f}x, "
+    scaling = med[LONG] / med[SHORT]
+    print(f"\n16k / 4k time (the work is 4.0x): median {scaling:.2f}x, "
           f"best {min(wall[LONG]) / min(wall[SHORT]):.2f}x, "
           f"CPU time {statistics.median(cpu[LONG]) / statistics.median(cpu[SHORT]):.2f}x")
+    print(f"goal: 16k / 4k median wall time <= {SCALING_GOAL}x: {_verdict(scaling <= SCALING_GOAL)}")
     if hf_wall:
         hf = statistics.median(hf_wall)
+        speedup = hf / med[LONG]
         print(f"transformers at 16k: {hf:.2f} s ({' '.join(f'{t:.2f}' for t in hf_wall)}); "
-              f"speed-up of ours: {hf / med[LONG]:.2f}x (median of ours), {min(hf_wall) / min(wall[LONG]):.2f}x "
+              f"speed-up of ours: {speedup:.2f}x (median of ours), {min(hf_wall) / min(wall[LONG]):.2f}x "
               f"(fastest of each); outputs' max relative difference {_rel_diff(outputs[LONG], expected):.1e}")
+        print(f"goal: >= {SPEEDUP_GOAL}x transformers at 16k (median of ours): {_verdict(speedup >= SPEEDUP_GOAL)}")
+    else:
+        print(f"goal: >= {SPEEDUP_GOAL}x transformers at 16k: not measured (run with --full)")
     return 0
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ from bench_modeling import (  # noqa: E402  (the shared model shape and /proc he
 )
 
 IMPLS = ("ours", "transformers")
+# issue 14's goals for the step: at most half transformers' peak memory, at least 1.5x its speed, gradients
+# within the parity tolerance (tests/test_gradient_parity.py's).
+MEMORY_GOAL, SPEED_GOAL, GRADIENT_TOLERANCE = 0.5, 1.5, 1e-4
 NO_DROPOUT = dict(dropout=0.0, attention_dropout=0.0, activation_dropout=0.0)
 
 
@@ -128,6 +131,10 @@ def child_step(spec: Dict[str, Any]) -> Dict[str, Any]:
         "peak_reset": reset,
         "loadavg_after": _loadavg(),
     }
+
+
+def _verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
 
 
 CHILDREN = {"make_checkpoint": child_make_checkpoint, "step": child_step}
@@ -207,13 +214,21 @@ def main() -> int:
             ours, ref = results["ours"], results["transformers"]
             worst, name, compared, only = compare_gradients(str(Path(tmp) / "ours.safetensors"),
                                                             str(Path(tmp) / "transformers.safetensors"))
-            print(f"\nspeed (transformers / ours, fastest step): {min(ref['times']) / min(ours['times']):.2f}x")
-            print(f"step extra memory (ours / transformers):    {ours['step_extra_mib'] / ref['step_extra_mib']:.2f}x")
-            print(f"peak RSS (ours / transformers):             {ours['peak_rss_mib'] / ref['peak_rss_mib']:.2f}x")
+            speed = min(ref["times"]) / min(ours["times"])
+            step_memory = ours["step_extra_mib"] / ref["step_extra_mib"]
+            peak = ours["peak_rss_mib"] / ref["peak_rss_mib"]
+            print(f"\nspeed (transformers / ours, fastest step): {speed:.2f}x"
+                  f"   goal >= {SPEED_GOAL}x: {_verdict(speed >= SPEED_GOAL)}")
+            print(f"step extra memory (ours / transformers):    {step_memory:.2f}x"
+                  f"   goal <= {MEMORY_GOAL}x: {_verdict(step_memory <= MEMORY_GOAL)}")
+            print(f"peak RSS (ours / transformers):             {peak:.2f}x"
+                  f"   goal <= {MEMORY_GOAL}x: {_verdict(peak <= MEMORY_GOAL)}")
             print(f"loss difference: {abs(ours['losses'][0] - ref['losses'][0]):.2e} "
-                  f"(relative {abs(ours['losses'][0] - ref['losses'][0]) / abs(ref['losses'][0]):.2e})")
+                  f"(relative {abs(ours['losses'][0] - ref['losses'][0]) / abs(ref['losses'][0]):.2e})"
+                  f"   goal identical: {_verdict(ours['losses'][0] == ref['losses'][0])}")
             print(f"gradients: {compared} parameters compared, largest difference {worst:.2e} ({name}; relative to max(its largest value, 1% of the largest gradient))"
-                  + (f"; in one set only: {only}" if only else ""))
+                  + (f"; in one set only: {only}" if only else "")
+                  + f"   goal <= {GRADIENT_TOLERANCE:.0e}: {_verdict(worst <= GRADIENT_TOLERANCE and not only)}")
     print(f"load average at end: {_loadavg()}")
     return 0
 
