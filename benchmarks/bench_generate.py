@@ -13,12 +13,18 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
    measured in this run (the best of several ``sum()`` passes over a 512 MiB buffer, with the same threads):
    every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
    which run once per input, and the LM head), the cross-attention keys and values of the input, and the
-   self-attention cache at the mean step. Arithmetic (~0.2-0.7 GFLOP) is negligible next to that.
+   self-attention cache at the mean step. Arithmetic (~0.2-0.7 GFLOP) is negligible next to that. The goal
+   (performance issue, goal 1) is a step within 2x of its floor, greedy and with beams.
+   With ``--profile``, where a step of the search loop goes: ``search`` (greedy, then beams) runs
+   ``--profile-steps`` steps from the same encoder output under ``torch.profiler``, and the operators' own
+   times are summed per part (LM head product, the layers' products, cross-attention, self-attention,
+   operations over vocabulary-sized tensors, everything else), per step, beside each part's floor.
 2. ``generate`` against transformers 5 (``transformers.LEDForConditionalGeneration.generate``), token ids
    asserted identical: 4,096 input tokens and 64 new tokens greedy and with 4 beams; several documents of
    different lengths (right-padded, with an attention mask) x 4 beams; and with ``--long`` a 16,384-token
    document with 4 beams and 256 new tokens (transformers needs several GB there: on a shared
-   machine run it when no other large job runs). ``min_length`` = 1 + new tokens bans ``</s>``, so
+   machine run it when no other large job runs; ``--long-length``/``--long-new-tokens`` shrink it for a
+   smoke run). Each case prints its goal from the issue (greedy 3x, beams and batched 5x, 16k 7x). ``min_length`` = 1 + new tokens bans ``</s>``, so
    every run generates all its tokens. Each case runs ``--repeats`` times per library, alternating which goes
    first; the median is reported, and the ratio transformers / ours (> 1: ours is faster).
 
@@ -30,6 +36,7 @@ Examples (from the repository root)::
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py                 # step + 4k cases
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --no-step --no-4k --long
     OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --quick         # smoke run
+    OMP_NUM_THREADS=2 PYTHONPATH=. python benchmarks/bench_generate.py --no-4k --profile  # step + breakdown
 """
 from __future__ import annotations
 
@@ -122,6 +129,60 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
     return fast_time, general_time
 
 
+STEP_GOAL = 2.0  # step / floor, greedy and beams
+# Part of a step -> (operators it holds, the floor part that bounds it).
+PARTS = ("LM head product", "layer products", "cross-attention", "self-attention", "vocabulary-sized ops", "other")
+PRODUCTS = {"aten::addmm", "aten::mm", "aten::mv", "aten::bmm", "aten::baddbmm"}
+
+
+def _part(name: str, shapes, vocab: int, source_length: int) -> str:
+    """The part of a decoder step an operator (name, input shapes) belongs to."""
+    dims = [dim for shape in shapes if isinstance(shape, (list, tuple)) for dim in shape]
+    if name in PRODUCTS:
+        return "LM head product" if vocab in dims else "layer products"
+    if "scaled_dot_product" in name or "attention" in name:
+        key_shape = shapes[1] if len(shapes) > 1 else ()
+        return "cross-attention" if len(key_shape) == 4 and key_shape[2] == source_length else "self-attention"
+    if any(dim % vocab == 0 for dim in dims if dim >= vocab):
+        return "vocabulary-sized ops"
+    return "other"
+
+
+def profile_search(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[Dict[str, float], float]:
+    """Seconds per step of each part (PARTS) of ``search`` with ``rows`` beams (1: greedy) over ``steps`` new
+    tokens, from the operators' own times under torch.profiler, and the profiled wall time per step. The
+    decoder run (cross-attention keys/values, once per input) is made before the profiler starts."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from spacy_led.modeling.decoder_step import DecoderStep
+    from spacy_led.modeling.generation import resolve_settings, search
+
+    settings = resolve_settings(model, num_beams=rows, max_new_tokens=steps, min_length=steps + 1,
+                                length_penalty=1.0, no_repeat_ngram_size=0, early_stopping=False)
+    ids = torch.full(mask.shape, LED_BASE_SHAPE["bos_token_id"])
+
+    def run_search(profiler=None):
+        run = DecoderStep(model, encoded, mask, rows, settings.max_length - 1)
+        if profiler is not None:
+            profiler.start()
+        start = time.perf_counter()
+        search(settings, ids, encoded, mask, lambda *_: run)
+        wall = time.perf_counter() - start
+        if profiler is not None:
+            profiler.stop()
+        return wall
+
+    with torch.inference_mode():
+        run_search()  # warm-up
+        prof = profile(activities=[ProfilerActivity.CPU], record_shapes=True)
+        wall = run_search(prof)
+    vocab, source_length = model.config.vocab_size, encoded.shape[1]
+    parts = dict.fromkeys(PARTS, 0.0)
+    for event in prof.key_averages(group_by_input_shape=True):
+        parts[_part(event.key, event.input_shapes, vocab, source_length)] += event.self_cpu_time_total / 1e6
+    return {part: seconds / steps for part, seconds in parts.items()}, wall / steps
+
+
 def batched_inputs(torch, lengths: List[int], seed: int):
     """Right-padded documents of ``lengths`` tokens (first token global), as one batch."""
     width = max(lengths)
@@ -171,10 +232,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-4k", action="store_true", help="skip the greedy / beam / batched generate cases")
     parser.add_argument("--long", action="store_true",
                         help="also the 16,384-token document, 4 beams, 256 new tokens (several GB in transformers)")
+    parser.add_argument("--long-length", type=int, default=16384, help="input tokens of --long (smaller: smoke run)")
+    parser.add_argument("--long-new-tokens", type=int, default=256, help="new tokens of --long")
+    parser.add_argument("--profile", action="store_true",
+                        help="with the step part: where a step of the search loop goes, per part, beside its floor")
+    parser.add_argument("--profile-steps", type=int, default=16, help="new tokens of each profiled search")
     parser.add_argument("--quick", action="store_true", help="smoke run: 512 tokens, 4 new tokens, 4 steps")
     args = parser.parse_args(argv)
     if args.quick:
         args.length, args.new_tokens, args.steps, args.batch_lengths = 512, 4, 4, [512, 300]
+        args.long_length, args.long_new_tokens, args.profile_steps = 1024, 8, 4
     torch = _setup_torch(args.threads)
     print(f"threads {args.threads}, load average {_loadavg()}, torch {torch.__version__}")
     failures = 0
@@ -187,47 +254,72 @@ def main(argv=None) -> int:
             bandwidth = read_bandwidth(torch)
             print(f"\nmeasured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
             print(f"decoder step, {args.length}-token input (median of {args.steps} steps):")
-            print("| rows | DecoderStep | general path | speed-up | floor | step / floor |")
-            print("|---|---|---|---|---|---|")
+            print(f"| rows | DecoderStep | general path | speed-up | floor | step / floor | goal <= {STEP_GOAL:g}x |")
+            print("|---|---|---|---|---|---|---|")
             encoded = torch.randn(1, args.length, LED_BASE_SHAPE["d_model"])
             mask = torch.ones(1, args.length, dtype=torch.long)
+            floors = {}
             for rows in (1, args.beams):
                 with torch.inference_mode():
                     fast, general = time_steps(torch, ours, encoded, mask, rows, args.steps)
                 parts = step_bytes(ours, 1, args.length, rows, args.steps / 2)
                 floor = sum(parts.values()) / bandwidth
+                floors[rows] = parts
                 label = "greedy" if rows == 1 else f"{rows} beams"
                 print(f"| {label} | {fast * 1e3:.0f} ms | {general * 1e3:.0f} ms | {general / fast:.2f}x | "
                       f"{floor * 1e3:.0f} ms ({sum(parts.values()) / 2**20:.0f} MiB: weights "
                       f"{parts['weights'] / 2**20:.0f}, cross K/V {parts['cross_kv'] / 2**20:.0f}, self K/V "
-                      f"{parts['self_kv'] / 2**20:.1f}) | {fast / floor:.2f}x |")
+                      f"{parts['self_kv'] / 2**20:.1f}) | {fast / floor:.2f}x | "
+                      f"{'met' if fast / floor <= STEP_GOAL else 'not met'} |", flush=True)
+            if args.profile:
+                lm_head = ours.lm_head.weight.numel() * ours.lm_head.weight.element_size()
+                print(f"\nwhere a search step goes ({args.profile_steps} new tokens, {args.length}-token input; "
+                      "operators' own times under torch.profiler, ms per step; floor = bytes / bandwidth):")
+                print("| part | greedy | floor | " + f"{args.beams} beams | floor |")
+                print("|---|---|---|---|---|")
+                profiles = {rows: profile_search(torch, ours, encoded, mask, rows, args.profile_steps)
+                            for rows in (1, args.beams)}
+                part_floor = {"LM head product": lm_head, "cross-attention": floors[1]["cross_kv"]}
+                part_floor["layer products"] = floors[1]["weights"] - lm_head
+                for part in PARTS:
+                    cells = []
+                    for rows in (1, args.beams):
+                        floor = part_floor.get(part)
+                        if part == "self-attention":
+                            floor = floors[rows]["self_kv"]
+                        cells += [f"{profiles[rows][0][part] * 1e3:.1f}",
+                                  f"{floor / bandwidth * 1e3:.1f}" if floor is not None else "-"]
+                    print(f"| {part} | " + " | ".join(cells) + " |")
+                print("| all (profiled wall time per step) | "
+                      + " | ".join(f"{profiles[rows][1] * 1e3:.1f} | {sum(floors[rows].values()) / bandwidth * 1e3:.1f}"
+                                   for rows in (1, args.beams)) + " |", flush=True)
             print(f"load average {_loadavg()}")
 
         cases = []
         if not args.no_4k:
             single = _encoder_inputs(args.length, args.seed)
             cases += [
-                (f"{args.length} tokens, greedy, {args.new_tokens} new", single, 1, args.new_tokens),
+                (f"{args.length} tokens, greedy, {args.new_tokens} new", single, 1, args.new_tokens, 3.0),
                 (f"{args.length} tokens, {args.beams} beams, {args.new_tokens} new", single, args.beams,
-                 args.new_tokens),
+                 args.new_tokens, 5.0),
                 (f"{len(args.batch_lengths)} documents ({'/'.join(map(str, args.batch_lengths))} tokens) x "
                  f"{args.beams} beams, {args.new_tokens} new", batched_inputs(torch, args.batch_lengths, args.seed),
-                 args.beams, args.new_tokens),
+                 args.beams, args.new_tokens, 5.0),
             ]
         if args.long:
-            long_length, long_new = (1024, 8) if args.quick else (16384, 256)
-            cases.append((f"{long_length} tokens, {args.beams} beams, {long_new} new",
-                          _encoder_inputs(long_length, args.seed), args.beams, long_new))
+            cases.append((f"{args.long_length} tokens, {args.beams} beams, {args.long_new_tokens} new",
+                          _encoder_inputs(args.long_length, args.seed), args.beams, args.long_new_tokens, 7.0))
         if cases:
             models["transformers"] = _load("transformers", "generate", checkpoint)
-            print("\n| generate | spacy-led | transformers | speed-up | identical ids | load average |")
-            print("|---|---|---|---|---|---|")
-            for label, inputs, beams, new_tokens in cases:
+            print("\n| generate | spacy-led | transformers | speed-up | goal | identical ids | load average |")
+            print("|---|---|---|---|---|---|---|")
+            for label, inputs, beams, new_tokens, goal in cases:
                 print(f"  {label} ...", file=sys.stderr, flush=True)
                 result = compare_generate(torch, models, inputs, beams, new_tokens, args.repeats)
                 failures += not result["identical"]
                 print(f"| {label} | {result['ours']:.1f} s | {result['transformers']:.1f} s | "
-                      f"{result['ratio']:.2f}x | {'yes' if result['identical'] else 'NO'} | {result['load']} |",
+                      f"{result['ratio']:.2f}x | {goal:g}x {'met' if result['ratio'] >= goal else 'not met'} | "
+                      f"{'yes' if result['identical'] else 'NO'} | {result['load']} |",
                       flush=True)
     if failures:
         print(f"{failures} case(s) gave different token ids from transformers", file=sys.stderr)
