@@ -353,12 +353,13 @@ class ByteLevelBPE:
         encodings: list[Encoding] = []
         cut_rows, cut_pieces, cut_first = 0, 0, None
         for i, enc in enumerate(raw):
+            # Each of these reads makes a new list (the offsets already as tuples): nothing to copy again.
             encoding = Encoding(
-                ids=list(enc.ids),
-                offsets=[tuple(o) for o in enc.offsets],
-                special_tokens_mask=list(enc.special_tokens_mask),
-                sequence_ids=list(enc.sequence_ids),
-                tokens=list(enc.tokens),
+                ids=enc.ids,
+                offsets=enc.offsets,
+                special_tokens_mask=enc.special_tokens_mask,
+                sequence_ids=enc.sequence_ids,
+                tokens=enc.tokens,
             )
             if limit is not None and len(encoding) > limit:
                 encoding = self._truncate(encoding, limit, strategy, pairs is not None)

@@ -49,12 +49,14 @@ This module imports no torch and stays cheap: spaCy imports every registered mod
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from numbers import Integral
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
+import numpy
+from spacy.attrs import IDX, IS_SPACE, LENGTH
 from spacy.tokens import Doc, Span, Token
 from spacy.util import registry
 
@@ -118,6 +120,10 @@ class GlobalAttention:
 
 
 def _check_char_span(span: Any) -> Tuple[int, int]:
+    if type(span) is tuple and len(span) == 2:  # the usual (int, int): checked without the slow ABC test
+        start, end = span
+        if type(start) is int and type(end) is int and 0 <= start <= end:
+            return span
     try:
         start, end = span
     except (TypeError, ValueError):
@@ -229,8 +235,8 @@ def global_mask_for_pieces(
     from the window. With ``attention.bos`` the first piece is marked and must be the template's
     ``<s>`` (``special_tokens_mask[0] == 1``).
 
-    Sorted, merged spans and one binary search per piece: O((pieces + spans) log spans), so 16k pieces
-    and thousands of spans take milliseconds.
+    Sorted, merged spans and one binary search per piece (numpy, all pieces at once): O((pieces + spans)
+    log spans), so 16k pieces and thousands of spans take milliseconds.
     """
     if not isinstance(attention, GlobalAttention):
         raise TypeError(
@@ -264,21 +270,25 @@ def global_mask_for_pieces(
     starts, ends, points = _merged_spans(attention.char_spans, char_shift)
     if not starts and not points:
         return mask
-    n_points = len(points)
-    for i in range(n):
-        if special_tokens_mask[i] or (sequence_ids is not None and sequence_ids[i] != segment):
-            continue
-        s, e = offsets[i]
+    # All pieces at once (numpy's binary search; a Python loop per piece cost more than the rest of the mapping).
+    pieces = numpy.asarray(offsets, dtype=numpy.int64).reshape(n, 2)
+    s, e = pieces[:, 0], pieces[:, 1]
+    hit = numpy.zeros(n, dtype=bool)
+    if starts:
         # The span starting last before the piece ends is the only candidate: merged spans are
         # disjoint, so every earlier one also ends earlier.
-        k = bisect_left(starts, e) - 1
-        if k >= 0 and ends[k] > s:
-            mask[i] = 1
-            continue
-        k = bisect_left(points, s)
-        if k < n_points and points[k] < e:
-            mask[i] = 1
-    return mask
+        k = numpy.searchsorted(numpy.asarray(starts, dtype=numpy.int64), e, side="left") - 1
+        hit |= (k >= 0) & (numpy.asarray(ends, dtype=numpy.int64)[numpy.maximum(k, 0)] > s)
+    if points:
+        point_array = numpy.asarray(points, dtype=numpy.int64)
+        k = numpy.searchsorted(point_array, s, side="left")
+        hit |= (k < len(points)) & (point_array[numpy.minimum(k, len(points) - 1)] < e)
+    hit &= ~numpy.asarray(special_tokens_mask, dtype=bool)
+    if sequence_ids is not None:
+        hit &= numpy.array([sequence_id == segment for sequence_id in sequence_ids], dtype=bool)
+    marked = hit.astype(numpy.int64).tolist()
+    marked[0] |= mask[0]
+    return marked
 
 
 def _merged_spans(
@@ -321,7 +331,9 @@ def _check_bool(value: Any, name: str, who: str) -> bool:
     return value
 
 
-def sentence_spans(doc: Doc, fallback: str = "error", *, who: str = "spacy_led") -> List[Span]:
+def sentence_spans(
+    doc: Doc, fallback: str = "error", *, who: str = "spacy_led", text: Optional[str] = None
+) -> List[Span]:
     """The Doc's sentences: ``doc.sents`` when a component set them, else per ``fallback``.
 
     ``"error"`` raises a ValueError that names the fix; ``"punctuation"`` splits after ``. ! ?``
@@ -331,7 +343,8 @@ def sentence_spans(doc: Doc, fallback: str = "error", *, who: str = "spacy_led")
     punctuation falls inside a token (spaCy's English tokenizer keeps "…です。我们…" as one token), that
     token begins the new sentence; a Chinese or Japanese pipeline (``spacy.blank("zh")`` splits
     characters) or a senter splits such text properly.
-    ``who`` names the caller in the error.
+    ``who`` names the caller in the error; ``text`` is ``doc.text`` when the caller has it already
+    (``doc.text`` joins every token each time it is read).
     """
     _check_fallback(fallback, who)
     if len(doc) == 0:
@@ -346,13 +359,13 @@ def sentence_spans(doc: Doc, fallback: str = "error", *, who: str = "spacy_led")
             f"\"senter\" or \"parser\"; or set fallback = \"punctuation\" in the global_attention config to "
             f"split after . ! ? 。！？ without one."
         )
-    return _punctuation_sentences(doc)
+    return _punctuation_sentences(doc, doc.text if text is None else text)
 
 
-def _punctuation_sentences(doc: Doc) -> List[Span]:
-    token_ends = [token.idx + len(token) for token in doc]
+def _punctuation_sentences(doc: Doc, text: str) -> List[Span]:
+    token_ends = doc.to_array([IDX, LENGTH]).sum(axis=1).tolist()  # token.idx + len(token), for every token
     starts = [0]
-    for match in _SENTENCE_END.finditer(doc.text):
+    for match in _SENTENCE_END.finditer(text):
         # First token ending after the boundary: the one holding it, or (between tokens) the next
         # one; whitespace tokens stay with the sentence they follow, so sentences start with a word.
         first = bisect_right(token_ends, match.end())
@@ -368,7 +381,14 @@ def question_sentences(doc: Doc, fallback: str = "punctuation") -> List[Span]:
     """The sentences of ``doc`` that are questions: their text ends with ``?`` or ``？`` (closing quotes,
     brackets and whitespace after it allowed). Sentences as :func:`sentence_spans` finds them."""
     who = "question_sentences"
-    return [sent for sent in sentence_spans(doc, fallback, who=who) if _QUESTION_END.search(sent.text)]
+    text = doc.text
+    return [sent for sent in sentence_spans(doc, fallback, who=who, text=text) if _is_question(text, sent)]
+
+
+def _is_question(text: str, sentence: Span) -> bool:
+    """Whether ``sentence`` (of the Doc whose text is ``text``) ends with a question mark: the test on
+    ``sentence.text`` without building it (``\\Z`` matches at ``endpos``)."""
+    return _QUESTION_END.search(text, sentence.start_char, sentence.end_char) is not None
 
 
 def _first_word(sentence: Span) -> Optional[Token]:
@@ -414,12 +434,16 @@ class QuestionTokens:
         _check_fallback(self.fallback, _QUESTION_TOKENS)
 
     def __call__(self, doc: Doc) -> GlobalAttention:
+        text = doc.text
+        sentences = sentence_spans(doc, self.fallback, who=_QUESTION_TOKENS, text=text)
+        questions = [sent for sent in sentences if _is_question(text, sent)]
+        # (idx, length, is_space) of every token, read at once rather than through a Token object each
+        tokens = doc.to_array([IDX, LENGTH, IS_SPACE]).tolist() if questions else []
         spans = [
-            (token.idx, token.idx + len(token))
-            for sent in sentence_spans(doc, self.fallback, who=_QUESTION_TOKENS)
-            if _QUESTION_END.search(sent.text)
-            for token in sent
-            if not token.is_space
+            (idx, idx + length)
+            for sent in questions
+            for idx, length, is_space in tokens[sent.start : sent.end]
+            if not is_space
         ]
         return GlobalAttention(bos=self.include_first_token, char_spans=spans)
 

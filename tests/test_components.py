@@ -359,6 +359,31 @@ def test_a_model_error_falls_back_to_one_document_at_a_time(summarizer_checkpoin
     assert [d._.summary for d in docs] == [expected[0], None, expected[2]]
 
 
+def test_a_text_the_tokenizer_refuses_fails_alone(summarizer_checkpoint, monkeypatch):
+    """The pipe tokenizes a whole minibatch in one call; when that call fails, each document is tokenized
+    alone, so only the one the tokenizer refuses fails and the others get the summaries they get alone."""
+    nlp = spacy.blank("en")
+    pipe = nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "num_beams": 1,
+                                                  "max_summary_length": 8})
+    expected = [nlp(text)._.summary for text in TEXTS[:3]]
+    tokenizer = pipe.tokenizer
+    encode_batch, batch_sizes = tokenizer.encode_batch, []
+
+    def refuses_the_second_text(texts, *args, **kwargs):
+        batch_sizes.append(len(texts))
+        if TEXTS[1] in texts:
+            raise ValueError("text refused")
+        return encode_batch(texts, *args, **kwargs)
+
+    monkeypatch.setattr(tokenizer, "encode_batch", refuses_the_second_text)
+    failures = []
+    nlp.set_error_handler(lambda name, proc, docs, err: failures.append((docs[0].text, str(err))))
+    docs = list(nlp.pipe(TEXTS[:3], batch_size=3))
+    assert batch_sizes == [3, 1, 1, 1]  # the minibatch in one call, then each text alone
+    assert failures == [(TEXTS[1], "text refused")]
+    assert [d._.summary for d in docs] == [expected[0], None, expected[2]]
+
+
 IMPORT_THEN_FORK = """
 import os, torch
 torch.set_num_threads(3)

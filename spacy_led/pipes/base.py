@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import srsly
 from spacy import util
@@ -26,6 +26,9 @@ from .. import layers
 from ..global_attention import GlobalAttention, global_mask_for_pieces, to_global_attention
 from .settings import PipeSettings
 from .windows import OVERFLOW_MODES, DocumentTooLong, Encoded, Window, WindowLimits, batches, cut, padded
+
+if TYPE_CHECKING:
+    from ..bpe import Encoding
 
 logger = logging.getLogger("spacy_led")
 
@@ -172,13 +175,28 @@ class LEDPipe(TrainablePipe):
         return limit
 
     # ---- Doc -> windows ---------------------------------------------------------------------------------
-    def _encode_doc(self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None) -> Encoded:
-        encoding = self.tokenizer.encode_with_offsets(doc.text, add_special_tokens=False)
+    def _encode_doc(
+        self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None, pieces: Optional[Encoding] = None
+    ) -> Encoded:
+        """The Doc's BPE pieces (``pieces`` when ``_encode_texts`` made them already) and their global mask."""
+        if pieces is None:
+            pieces = self.tokenizer.encode_with_offsets(doc.text, add_special_tokens=False)
         attention: GlobalAttention = to_global_attention((strategy or self.global_attention)(doc), doc)
-        mask = global_mask_for_pieces(
-            GlobalAttention(bos=False, char_spans=attention.char_spans), encoding.offsets, [0] * len(encoding.ids)
-        )
-        return Encoded(list(encoding.ids), list(encoding.offsets), mask, attention.bos)
+        # The pieces have no <s>: cut() places it, global when attention.bos says so.
+        pieces_only = GlobalAttention(bos=False, char_spans=attention.char_spans) if attention.bos else attention
+        mask = global_mask_for_pieces(pieces_only, pieces.offsets, [0] * len(pieces.ids))
+        return Encoded(pieces.ids, pieces.offsets, mask, attention.bos)
+
+    def _encode_texts(self, docs: Sequence[Doc]) -> List[Optional[Encoding]]:
+        """The BPE pieces of every Doc's text (no special tokens) from one call of the tokenizer, which encodes
+        the texts in parallel on all cores (tokenizers' threads, outside the GIL): tokenizing is most of the
+        pipe's own work before the model, and the rest of it is single-threaded Python. Where that call fails
+        (a text the tokenizer refuses), None for every Doc: each is then encoded alone and only the bad one
+        fails."""
+        try:
+            return self.tokenizer.encode_batch([doc.text for doc in docs], add_special_tokens=False)
+        except Exception:
+            return [None] * len(docs)
 
     def _window_limits(self) -> WindowLimits:
         tok = self.tokenizer
@@ -197,26 +215,29 @@ class LEDPipe(TrainablePipe):
         return cut(doc_index, encoded, self._window_limits(), prefix=prefix, prefix_global=prefix_global,
                    extra=extra, source=f"component '{self.name}'")
 
-    def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
-        """The windows of one Doc (tasks may override, e.g. one set per question)."""
-        return self._cut(doc_index, self._encode_doc(doc))
+    def _windows(self, doc_index: int, doc: Doc, pieces: Optional[Encoding] = None) -> List[Window]:
+        """The windows of one Doc (tasks may override, e.g. one set per question); ``pieces``: its text's
+        encoding, when made already."""
+        return self._cut(doc_index, self._encode_doc(doc, pieces=pieces))
 
     def _tensors(self, windows: Sequence[Window]) -> Dict[str, Any]:
         device = self.module.device
         return {k: v.to(device) for k, v in padded(windows, self.tokenizer.pad_token_id).items()}
 
     # ---- prediction -------------------------------------------------------------------------------------
-    def _doc_windows(self, doc_index: int, doc: Doc) -> List[Window]:
+    def _doc_windows(self, doc_index: int, doc: Doc, pieces: Optional[Encoding] = None) -> List[Window]:
         """The model inputs of one Doc; none for an empty one (it gets an empty prediction)."""
         # ``doc.text.strip()`` without building the text: the first token that is not whitespace answers
-        return self._windows(doc_index, doc) if any(not token.is_space for token in doc) else []
+        return self._windows(doc_index, doc, pieces) if any(not token.is_space for token in doc) else []
 
     def predict(self, docs: Iterable[Doc]) -> List[Any]:
         """One prediction per Doc; the Docs are not changed. Raises on the first failing Doc (``pipe`` isolates
         failures instead)."""
         docs = list(docs)
         self._require_ready()
-        return self._predict_windows(docs, [self._doc_windows(i, doc) for i, doc in enumerate(docs)])
+        encodings = self._encode_texts(docs)
+        return self._predict_windows(docs, [self._doc_windows(i, doc, pieces)
+                                            for i, (doc, pieces) in enumerate(zip(docs, encodings, strict=True))])
 
     def _predict_windows(self, docs: List[Doc], windows_per_doc: List[List[Window]]) -> List[Any]:
         """The model over the windows of all ``docs`` at once (batched by length), merged back per Doc."""
@@ -256,9 +277,10 @@ class LEDPipe(TrainablePipe):
         for docs in util.minibatch(stream, size=batch_size):
             ready: List[int] = []
             windows_per_doc: List[List[Window]] = []
-            for i, doc in enumerate(docs):
+            encodings = self._encode_texts(docs)
+            for i, (doc, pieces) in enumerate(zip(docs, encodings, strict=True)):
                 try:
-                    windows_per_doc.append(self._doc_windows(i, doc))
+                    windows_per_doc.append(self._doc_windows(i, doc, pieces))
                 except Exception as err:  # this Doc cannot become model inputs: only it fails
                     error_handler(self.name, self, [doc], err)
                     continue

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple
 
 from spacy.tokens import Doc, Span, SpanGroup
 from spacy.training import Example
@@ -22,6 +22,9 @@ from thinc.api import Model
 from ..extensions import ANSWER_LABEL, ensure_extensions
 from .base import LEDPipe, Window
 from .settings import QASettings
+
+if TYPE_CHECKING:
+    from ..bpe import Encoding
 
 
 @dataclass
@@ -70,8 +73,8 @@ class LEDQuestionAnswerer(LEDPipe):
             window.global_mask[0] = 1
         return windows
 
-    def _windows(self, doc_index: int, doc: Doc) -> List[Window]:
-        encoded = self._encode_doc(doc)
+    def _windows(self, doc_index: int, doc: Doc, pieces: Optional["Encoding"] = None) -> List[Window]:
+        encoded = self._encode_doc(doc, pieces=pieces)
         return [w for q, exclude in self.questions_for(doc) for w in self._question_windows(doc_index, doc, encoded, q, exclude)]
 
     # ---- training -----------------------------------------------------------------------------------------
