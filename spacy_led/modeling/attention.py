@@ -148,7 +148,15 @@ class EncoderMaskLayout:
         return self._band_masks[key]
 
     def band_mask_blocks(self, one_sided: int, dtype: torch.dtype, first: int, end: int) -> torch.Tensor:
-        """``band_mask`` of query blocks ``first``..``end - 1`` of every row: (B*(end-first), 1, c, S)."""
+        """``band_mask`` of query blocks ``first``..``end - 1`` of every row: (B*(end-first), 1, c, S).
+
+        With autograd (training, where the attention runs chunk by chunk only under gradient checkpointing) a
+        part is built when asked, forward and again in backward's recompute, instead of keeping the whole
+        sequence's mask for the step (100 MB at 16k tokens, alive at the step's peak); without autograd every
+        layer reads the one cached mask."""
+        n_blocks = -(-self.is_pad.shape[1] // self.block_size(one_sided))
+        if torch.is_grad_enabled() and (one_sided, dtype) not in self._band_masks and (first, end) != (0, n_blocks):
+            return self._make_band_mask(one_sided, dtype, first, end)
         mask = self.band_mask(one_sided, dtype)
         batch = self.is_pad.shape[0]
         per_row = mask.view(batch, -1, *mask.shape[1:])
@@ -156,11 +164,13 @@ class EncoderMaskLayout:
             return mask
         return per_row[:, first:end].reshape(-1, *mask.shape[1:])  # a view for batch 1
 
-    def _make_band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
+    def _make_band_mask(self, one_sided: int, dtype: torch.dtype, first: int = 0, end: Optional[int] = None) -> torch.Tensor:
+        """``band_mask``, or its query blocks ``first``..``end - 1``."""
         batch, length = self.is_pad.shape
         device = self.is_pad.device
         block = self.block_size(one_sided)
-        n_blocks = -(-length // block)
+        end = -(-length // block) if end is None else end
+        n_blocks = end - first
         normal = ~(self.is_pad | self.is_global)  # keys the local band may use
         if block == length:  # one dense block: keys are the sequence itself
             positions = torch.arange(length, device=device)
@@ -172,8 +182,8 @@ class EncoderMaskLayout:
             q_local = torch.arange(block, device=device)
             k_local = torch.arange(span, device=device)
             band = (k_local[None, :] >= q_local[:, None]) & (k_local[None, :] <= q_local[:, None] + 2 * one_sided)
-            padded = F.pad(normal, (one_sided, n_blocks * block + one_sided - length), value=False)
-            key_ok = padded.unfold(1, span, block)  # (B, nb, span)
+            padded = F.pad(normal, (one_sided, end * block + one_sided - length), value=False)
+            key_ok = padded[:, first * block :].unfold(1, span, block)  # (B, nb, span)
             allowed = band[None, None] & key_ok[:, :, None, :]  # (B, nb, c, span)
             allowed = allowed.reshape(batch * n_blocks, 1, block, span)
         if self.num_global:
