@@ -23,7 +23,8 @@ depends on its input, which the usual 0.02 does not give, and 0.02, the weight s
     is to any small change of its weights.
 
 Kernels (``--kernels``): the candidate CPU int8 matrix products on led-base's Linear shapes (an encoder batch of
-1,024 rows; a decoder step of 4 rows, beams, through a 768 x 768 projection and the 768 x 50,265 output layer),
+1,024 rows; a decoder step of 4 rows, beams, through a 768 x 768 projection and the 768 x 50,265 output layer;
+a greedy step's one row through a 768 x 768 projection and the fused 768 x 2,304 query/key/value projection),
 each against ``F.linear`` in float32 in the same run: fbgemm's ``quantized::linear_dynamic`` (the one used),
 oneDNN's ``onednn::qlinear_pointwise`` with per-call activation scales, ``aten._weight_int8pack_mm`` (weight-only),
 and torchao's ``Int8DynamicActivationInt8WeightConfig`` / ``Int8WeightOnlyConfig`` when torchao is installed
@@ -235,7 +236,8 @@ def kernels(repeats: int) -> None:
     except ImportError:
         print("torchao is not installed: its kernels are left out")
     torch.manual_seed(0)
-    for rows, d_in, d_out in ((1024, 768, 3072), (1024, 3072, 768), (4, 768, 768), (4, 768, 50265)):
+    for rows, d_in, d_out in ((1024, 768, 3072), (1024, 3072, 768), (4, 768, 768), (4, 768, 50265), (1, 768, 768),
+                              (1, 768, 2304)):
         linear = torch.nn.Linear(d_in, d_out)
         torch.nn.init.normal_(linear.weight, std=0.02)
         x = torch.randn(rows, d_in)
