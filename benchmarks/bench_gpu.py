@@ -146,6 +146,14 @@ def row(cells: List[str]) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def compared(label: str, res: Dict[str, Dict[str, Any]], seconds: bool = False) -> List[str]:
+    """The cells of one case: its label, each library's median time, the speed-up and the peak memories."""
+    ours, theirs = res["ours"], res["transformers"]
+    show = (lambda t: f"{t:.2f} s") if seconds else (lambda t: f"{t * 1e3:.0f} ms")
+    return [label, show(ours["time"]), show(theirs["time"]), f"{theirs['time'] / ours['time']:.2f}x",
+            f"{ours['peak_mib']:.0f} / {theirs['peak_mib']:.0f} MiB"]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
@@ -188,11 +196,7 @@ def main(argv=None) -> int:
         diff = _rel_diff(res["ours"]["out"], res["transformers"]["out"])
         failures += diff > 1e-4
         fp32_out[("encoder", str(length))] = {n: res[n]["out"] for n in res}
-        print(row([f"encoder, {length:,} tokens", f"{res['ours']['time'] * 1e3:.0f} ms",
-                   f"{res['transformers']['time'] * 1e3:.0f} ms",
-                   f"{res['transformers']['time'] / res['ours']['time']:.2f}x",
-                   f"{res['ours']['peak_mib']:.0f} / {res['transformers']['peak_mib']:.0f} MiB",
-                   f"max rel. diff {diff:.1e}"]), flush=True)
+        print(row(compared(f"encoder, {length:,} tokens", res) + [f"max rel. diff {diff:.1e}"]), flush=True)
 
     batch = inputs(torch, shape, args.gen_length, args.seed, device)
     res = alternate(timer, {n: (lambda n=n: generate_call(torch, n, models[n], batch, args.new_tokens))
@@ -200,11 +204,8 @@ def main(argv=None) -> int:
     same = torch.equal(res["ours"]["out"].cpu(), res["transformers"]["out"].cpu())
     failures += not same
     fp32_out[("generate", "")] = {n: res[n]["out"] for n in res}
-    print(row([f"generate, {args.gen_length:,} tokens, 4 beams, {args.new_tokens} new",
-               f"{res['ours']['time']:.2f} s", f"{res['transformers']['time']:.2f} s",
-               f"{res['transformers']['time'] / res['ours']['time']:.2f}x",
-               f"{res['ours']['peak_mib']:.0f} / {res['transformers']['peak_mib']:.0f} MiB",
-               "identical ids" if same else "DIFFERENT ids"]), flush=True)
+    label = f"generate, {args.gen_length:,} tokens, 4 beams, {args.new_tokens} new"
+    print(row(compared(label, res, seconds=True) + ["identical ids" if same else "DIFFERENT ids"]), flush=True)
 
     batch = inputs(torch, shape, args.train_length, args.seed, device, labels=256 if not args.small else 32)
     for model in models.values():
@@ -227,10 +228,8 @@ def main(argv=None) -> int:
             worst, worst_name = diff, pname
     loss_diff = abs(res["ours"]["out"] - res["transformers"]["out"])
     failures += worst > 1e-4 or loss_diff > 1e-5 * abs(res["transformers"]["out"])
-    print(row([f"training step, {args.train_length:,} tokens + {batch['labels'].shape[1]} labels, checkpointing",
-               f"{res['ours']['time'] * 1e3:.0f} ms", f"{res['transformers']['time'] * 1e3:.0f} ms",
-               f"{res['transformers']['time'] / res['ours']['time']:.2f}x",
-               f"{res['ours']['peak_mib']:.0f} / {res['transformers']['peak_mib']:.0f} MiB",
+    label = f"training step, {args.train_length:,} tokens + {batch['labels'].shape[1]} labels, checkpointing"
+    print(row(compared(label, res) + [
                f"loss {res['ours']['out']:.6f} / {res['transformers']['out']:.6f}, grads max rel. diff "
                f"{worst:.1e} ({worst_name})"]), flush=True)
     for model in models.values():
@@ -249,10 +248,7 @@ def main(argv=None) -> int:
         res = alternate(timer, {n: (lambda n=n: encoder_call(torch, n, models[n], batch)) for n in models},
                         args.repeats)
         ref = fp32_out[("encoder", str(length))]
-        print(row([f"encoder, {length:,} tokens", f"{res['ours']['time'] * 1e3:.0f} ms",
-                   f"{res['transformers']['time'] * 1e3:.0f} ms",
-                   f"{res['transformers']['time'] / res['ours']['time']:.2f}x",
-                   f"{res['ours']['peak_mib']:.0f} / {res['transformers']['peak_mib']:.0f} MiB",
+        print(row(compared(f"encoder, {length:,} tokens", res) + [
                    f"max rel. diff {_rel_diff(res['ours']['out'], ref['ours']):.1e} / "
                    f"{_rel_diff(res['transformers']['out'], ref['transformers']):.1e}"]), flush=True)
         batch = inputs(torch, shape, args.gen_length, args.seed, device)
@@ -265,10 +261,8 @@ def main(argv=None) -> int:
             n = min(len(a), len(b))
             return f"{int((a[:n] == b[:n]).sum())}/{n} tokens"
 
-        print(row([f"generate, {args.gen_length:,} tokens, 4 beams, {args.new_tokens} new",
-                   f"{res['ours']['time']:.2f} s", f"{res['transformers']['time']:.2f} s",
-                   f"{res['transformers']['time'] / res['ours']['time']:.2f}x",
-                   f"{res['ours']['peak_mib']:.0f} / {res['transformers']['peak_mib']:.0f} MiB",
+        label = f"generate, {args.gen_length:,} tokens, 4 beams, {args.new_tokens} new"
+        print(row(compared(label, res, seconds=True) + [
                    f"same token as own fp32: {agreement(res['ours']['out'], ref['ours'])} / "
                    f"{agreement(res['transformers']['out'], ref['transformers'])}"]), flush=True)
     if failures:
