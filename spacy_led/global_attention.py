@@ -380,7 +380,11 @@ def _punctuation_sentences(doc: Doc, text: str) -> List[Span]:
 def question_sentences(doc: Doc, fallback: str = "punctuation") -> List[Span]:
     """The sentences of ``doc`` that are questions: their text ends with ``?`` or ``？`` (closing quotes,
     brackets and whitespace after it allowed). Sentences as :func:`sentence_spans` finds them."""
-    who = "question_sentences"
+    return _questions(doc, fallback, "question_sentences")
+
+
+def _questions(doc: Doc, fallback: str, who: str) -> List[Span]:
+    """``question_sentences`` naming ``who`` in its errors; ``doc.text`` is built once."""
     text = doc.text
     return [sent for sent in sentence_spans(doc, fallback, who=who, text=text) if _is_question(text, sent)]
 
@@ -434,9 +438,7 @@ class QuestionTokens:
         _check_fallback(self.fallback, _QUESTION_TOKENS)
 
     def __call__(self, doc: Doc) -> GlobalAttention:
-        text = doc.text
-        sentences = sentence_spans(doc, self.fallback, who=_QUESTION_TOKENS, text=text)
-        questions = [sent for sent in sentences if _is_question(text, sent)]
+        questions = _questions(doc, self.fallback, _QUESTION_TOKENS)
         # (idx, length, is_space) of every token, read at once rather than through a Token object each
         tokens = doc.to_array([IDX, LENGTH, IS_SPACE]).tolist() if questions else []
         spans = [
