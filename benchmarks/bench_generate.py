@@ -7,11 +7,12 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
 
 1. The decoder step (4,096-token input, batch 1). With the encoder output fixed, the time of one
    decoder step (one token per row, the next-token logits, and for beams a reorder of the self-attention
-   cache) is measured over ``--steps`` steps, median, for greedy (1 row) and ``--beams`` beams, both through
-   generation's ``DecoderStep`` and through the general path (``LEDDecoder.forward`` with a ``DecoderCache``,
-   which generation used before). The floor is the bytes a step must read once, over the memory bandwidth
-   measured in this run (the best of several ``sum()`` passes over a 512 MiB buffer, with the same threads):
-   every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
+   cache) is measured over ``--steps`` steps, median, for greedy (1 row) and ``--beams`` beams, through
+   generation's ``DecoderStep`` (with ``fewrow``'s compiled few-row products where it builds), the same
+   ``DecoderStep`` with torch's products (``fewrow.disabled()``: the in-run baseline of fewrow), and the
+   general path (``LEDDecoder.forward`` with a ``DecoderCache``, which generation used before). The floor is
+   the bytes a step must read once, over the memory bandwidth measured in this run (the best of several
+   ``sum()`` passes over a 512 MiB buffer, with the same threads): every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
    which run once per input, and the LM head), the cross-attention keys and values of the input, and the
    self-attention cache at the mean step. Arithmetic (~0.2-0.7 GFLOP) is negligible next to that. The goal
    (performance issue, goal 1) is a step within 2x of its floor, greedy and with beams.
@@ -98,23 +99,31 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float]:
-    """Median seconds per decoder step (DecoderStep, general path) for ``rows`` rows of one input."""
+def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float, float]:
+    """Median seconds per decoder step for ``rows`` rows of one input: DecoderStep, DecoderStep with torch's
+    products (fewrow off), the general path."""
+    from spacy_led.modeling import fewrow
     from spacy_led.modeling.decoder_step import DecoderStep
     from spacy_led.modeling.model import DecoderCache
 
     tokens = torch.full((rows,), LED_BASE_SHAPE["decoder_start_token_id"])
     # Beam search reorders every step: row 1 continues row 0, the others shift (a real copy each step).
     parents = torch.tensor([0] + list(range(rows - 1))) if rows > 1 else None
-    fast = DecoderStep(model, encoded, mask, group=rows, max_positions=steps + 1)
 
-    def fast_step():
-        fast.logits(tokens)
-        if parents is not None:
-            fast.reorder(parents)
+    def time_decoder_step():
+        fast = DecoderStep(model, encoded, mask, group=rows, max_positions=steps + 1)
 
-    fast_step()
-    fast_time = _median_step(fast_step, steps)
+        def fast_step():
+            fast.logits(tokens)
+            if parents is not None:
+                fast.reorder(parents)
+
+        fast_step()
+        return _median_step(fast_step, steps)
+
+    fast_time = time_decoder_step()
+    with fewrow.disabled():
+        torch_time = time_decoder_step()
     cache = DecoderCache(rows)
 
     def general_step():
@@ -126,7 +135,7 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
 
     general_step()
     general_time = _median_step(general_step, steps)
-    return fast_time, general_time
+    return fast_time, torch_time, general_time
 
 
 STEP_GOAL = 2.0  # step / floor, greedy and beams
@@ -137,6 +146,13 @@ PRODUCTS = {"aten::addmm", "aten::mm", "aten::mv", "aten::bmm", "aten::baddbmm"}
 
 def _part(name: str, shapes, vocab: int, source_length: int) -> str:
     """The part of a decoder step an operator (name, input shapes) belongs to."""
+    if name.startswith("fewrow::"):  # "fewrow::products batch=B rows=R n=N k=K" (fewrow.py)
+        sizes = dict(item.split("=") for item in name.split()[1:])
+        if int(sizes["n"]) == vocab:
+            return "LM head product"
+        if int(sizes["batch"]) > 1 or source_length in (int(sizes["n"]), int(sizes["k"])):
+            return "cross-attention"
+        return "layer products"
     dims = [dim for shape in shapes if isinstance(shape, (list, tuple)) for dim in shape]
     if name in PRODUCTS:
         return "LM head product" if vocab in dims else "layer products"
@@ -254,19 +270,21 @@ def main(argv=None) -> int:
             bandwidth = read_bandwidth(torch)
             print(f"\nmeasured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
             print(f"decoder step, {args.length}-token input (median of {args.steps} steps):")
-            print(f"| rows | DecoderStep | general path | speed-up | floor | step / floor | goal <= {STEP_GOAL:g}x |")
-            print("|---|---|---|---|---|---|---|")
+            print(f"| rows | DecoderStep | DecoderStep, torch's products | general path | fewrow's speed-up | floor "
+                  f"| step / floor | goal <= {STEP_GOAL:g}x |")
+            print("|---|---|---|---|---|---|---|---|")
             encoded = torch.randn(1, args.length, LED_BASE_SHAPE["d_model"])
             mask = torch.ones(1, args.length, dtype=torch.long)
             floors = {}
             for rows in (1, args.beams):
                 with torch.inference_mode():
-                    fast, general = time_steps(torch, ours, encoded, mask, rows, args.steps)
+                    fast, torch_products, general = time_steps(torch, ours, encoded, mask, rows, args.steps)
                 parts = step_bytes(ours, 1, args.length, rows, args.steps / 2)
                 floor = sum(parts.values()) / bandwidth
                 floors[rows] = parts
                 label = "greedy" if rows == 1 else f"{rows} beams"
-                print(f"| {label} | {fast * 1e3:.0f} ms | {general * 1e3:.0f} ms | {general / fast:.2f}x | "
+                print(f"| {label} | {fast * 1e3:.0f} ms | {torch_products * 1e3:.0f} ms | {general * 1e3:.0f} ms | "
+                      f"{torch_products / fast:.2f}x | "
                       f"{floor * 1e3:.0f} ms ({sum(parts.values()) / 2**20:.0f} MiB: weights "
                       f"{parts['weights'] / 2**20:.0f}, cross K/V {parts['cross_kv'] / 2**20:.0f}, self K/V "
                       f"{parts['self_kv'] / 2**20:.1f}) | {fast / floor:.2f}x | "

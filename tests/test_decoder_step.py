@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
-from spacy_led.modeling import decoder_step
+from spacy_led.modeling import decoder_step, fewrow
 from spacy_led.modeling.decoder_step import FEW_ROWS, DecoderStep
 
 from conftest import TINY
@@ -48,22 +48,34 @@ def _assert_close(actual, expected):
     assert error < TOLERANCE, error
 
 
-@pytest.mark.parametrize("attention", ["cpu", "gpu"])
+@pytest.mark.parametrize("attention", ["cpu", "torch", "gpu"])
 @pytest.mark.parametrize("inputs, group", [(1, 1), (3, 1), (1, 4), (2, 3), (3, FEW_ROWS // 2)])
 def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attention, monkeypatch):
-    """Rows of 1, of 2..FEW_ROWS (the W @ x^T products) and beyond FEW_ROWS (48 rows); beams reorder within
-    their group at every step, as beam search does, and the cache must follow its rows. "gpu" runs the step's
-    attention through the products a GPU uses instead of scaled_dot_product_attention (the padding mask and
-    the stacked beam queries must broadcast the same way there)."""
+    """Rows of 1, of 2..8 (fewrow's products where it runs, the W @ x^T products where not), of 2..FEW_ROWS
+    and beyond FEW_ROWS (48 rows); beams reorder within their group at every step, as beam search does, and the
+    cache must follow its rows. "cpu" is the default (fewrow where this machine builds it: then its
+    cross-attention must run for groups of up to 8 beams), "torch" the same with fewrow off
+    (scaled_dot_product_attention), "gpu" runs the step's attention through the products a GPU uses (the
+    padding mask and the stacked beam queries must broadcast the same way there)."""
     if attention == "gpu":
         def products(q, keys, values, mask, dropout):
             return decoder_step._explicit_attention(q, keys, values, mask)
 
         monkeypatch.setattr(decoder_step, "_attend", products)
+        monkeypatch.setattr(fewrow, "library", lambda: None)
+    if attention == "torch":
+        monkeypatch.setattr(fewrow, "library", lambda: None)
+    fewrow_attention = []
+    if attention == "cpu":
+        attend = decoder_step._attend_fewrow
+        monkeypatch.setattr(decoder_step, "_attend_fewrow",
+                            lambda *args: fewrow_attention.append(attend(*args)) or fewrow_attention[-1])
     encoded, mask = _encoded(model, inputs)
     rows = inputs * group
     generator = torch.Generator().manual_seed(7)
     step = DecoderStep(model, encoded, mask, group=group, max_positions=6)
+    if attention == "cpu" and fewrow.library() is not None and group <= fewrow.MAX_ROWS:
+        assert step.layers[0].values_transposed
     histories = torch.full((rows, 1), 2)
     with torch.no_grad():
         for position in range(6):
@@ -78,6 +90,8 @@ def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attent
                 histories = histories[parents]
             tokens = torch.randint(3, TINY["vocab_size"], (rows, 1), generator=generator)
             histories = torch.cat([histories, tokens], dim=1)
+    if attention == "cpu" and fewrow.library() is not None and group <= fewrow.MAX_ROWS:
+        assert len(fewrow_attention) == 6 * TINY["decoder_layers"] and all(a is not None for a in fewrow_attention)
 
 
 def test_dropping_inputs_keeps_the_others_caches(model):

@@ -17,10 +17,13 @@ with
   queries are stacked), attended with ``scaled_dot_product_attention`` on the CPU: one parallel kernel for all
   heads (batched matrix products run one parallel region per head, which costs far more when threads wait for
   cores); on a GPU as product, softmax, product (see ``_attend``);
-- linear layers over a few rows (2..FEW_ROWS, the beams) as ``W @ x^T``: with MKL on this machine's CPU the
-  product ``x @ W^T`` that ``nn.Linear`` computes reads the weight 2-3x slower for 2-32 rows than the same
-  product the other way round (one row is a matrix-vector product either way and stays ``nn.Linear``); the
-  bias is added in the pass that transposes the result back into rows.
+- on the CPU, float32 products of 1-8 rows (linear layers, and cross-attention's queries x keys and
+  probabilities x values, with the values cached transposed) run in ``fewrow`` (compiled loops that read a
+  weight at close to the memory bandwidth, where MKL reaches about half of it for so few rows); where that
+  library cannot be used, or for more rows, products of 2..FEW_ROWS rows run as ``W @ x^T``: with MKL on
+  this machine's CPU the product ``x @ W^T`` that ``nn.Linear`` computes reads the weight 2-3x slower for
+  2-32 rows than the same product the other way round (one row is a matrix-vector product either way and
+  stays ``nn.Linear``); the bias is added in the pass that transposes the result back into rows.
 
 A layer that is not a plain ``nn.Linear`` (a quantized one, say) is simply called, so this stays correct
 whatever replaced it.
@@ -33,6 +36,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from . import fewrow
+
 # Up to this many rows a linear layer on the CPU runs as W @ x^T (see the module docstring); more rows are a
 # real matrix product, where nn.Linear's own kernel is the better one.
 FEW_ROWS = 32
@@ -40,7 +45,12 @@ FEW_ROWS = 32
 
 def _matmul_weight(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for x (rows, in), with the weight-streaming product for few rows."""
-    if x.device.type != "cpu" or not 1 < x.shape[0] <= FEW_ROWS:
+    if x.device.type != "cpu":
+        return F.linear(x, weight, bias)
+    out = fewrow.linear(x, weight, bias)
+    if out is not None:
+        return out
+    if not 1 < x.shape[0] <= FEW_ROWS:
         return F.linear(x, weight, bias)
     out = torch.mm(weight, x.t())  # (out, rows)
     if bias is None:
@@ -51,6 +61,18 @@ def _matmul_weight(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.T
     if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or bias.requires_grad):
         return (out.t() + bias).contiguous()  # autograd takes no out= argument
     return torch.add(out.t(), bias, out=x.new_empty((x.shape[0], weight.shape[0])))
+
+
+def _attend_fewrow(q: torch.Tensor, keys: torch.Tensor, values_t: torch.Tensor,
+                   mask: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Cross-attention of a step through ``fewrow``: q (inputs, H, group, D) already scaled, keys (inputs, H,
+    S, D), values_t (inputs, H, D, S); None where the library cannot do it (the caller attends otherwise)."""
+    scores = fewrow.batched_products(q, keys)  # (inputs, H, group, S)
+    if scores is None:
+        return None
+    if mask is not None:
+        scores += mask
+    return fewrow.batched_products(torch.softmax(scores, dim=-1), values_t)  # (inputs, H, group, D)
 
 
 def _attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: Optional[torch.Tensor],
@@ -111,7 +133,10 @@ class _LayerStep:
         k = _linear(cross.k_proj, flat).view(batch, length, self.heads, self.head_dim)
         v = _linear(cross.v_proj, flat).view(batch, length, self.heads, self.head_dim)
         self.cross_keys = k.transpose(1, 2).contiguous()  # (inputs, H, S, D)
-        self.cross_values = v.transpose(1, 2).contiguous()
+        # fewrow multiplies the probabilities by the values' rows of S: it keeps them (inputs, H, D, S)
+        self.values_transposed = (fewrow.library() is not None and encoded.device.type == "cpu"
+                                  and dtype == torch.float32 and rows // batch <= fewrow.MAX_ROWS)
+        self.cross_values = (v.permute(0, 2, 3, 1) if self.values_transposed else v.transpose(1, 2)).contiguous()
 
     def project_qkv(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attention = self.layer.self_attn
@@ -143,7 +168,12 @@ class _LayerStep:
         inputs = rows // group
         q = q.view(inputs, group, heads, head_dim).transpose(1, 2)  # (inputs, H, group, D)
         dropout = cross.dropout if training else 0.0
-        attn = _attend(q, self.cross_keys, self.cross_values, cross_mask, dropout)
+        attn = None
+        if self.values_transposed and not dropout:
+            attn = _attend_fewrow(q.contiguous(), self.cross_keys, self.cross_values, cross_mask)
+        if attn is None:
+            values = self.cross_values.transpose(-1, -2) if self.values_transposed else self.cross_values
+            attn = _attend(q, self.cross_keys, values, cross_mask, dropout)
         attn = attn.transpose(1, 2).reshape(rows, d_model)
         attn = _linear(cross.out_proj, attn)
         hidden = layer.encoder_attn_layer_norm(residual + F.dropout(attn, layer.dropout, training))

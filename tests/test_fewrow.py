@@ -1,0 +1,103 @@
+"""fewrow (the decoder step's compiled few-row products): the same numbers as torch's products for every row
+count, ragged shapes and thread splits; None wherever it must not run; a failed build falls back to torch
+with a warning instead of breaking generation."""
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spacy_led.modeling import fewrow
+
+TOLERANCE = 1e-6  # relative to the largest value: the same sums in another order
+
+
+def _close(actual, expected):
+    assert actual is not None
+    assert actual.shape == expected.shape
+    error = float((actual - expected).abs().max() / expected.abs().max())
+    assert error < TOLERANCE, error
+
+
+@pytest.fixture
+def library():
+    if fewrow._cpu_supported() is not None or shutil.which("cc") is None:
+        pytest.skip("fewrow runs on Linux x86-64 with AVX2/FMA and a C compiler only")
+    lib = fewrow.library()
+    assert lib is not None, "fewrow did not build on a machine that supports it"
+    return lib
+
+
+@pytest.mark.parametrize("rows", range(1, fewrow.MAX_ROWS + 1))
+def test_linear_matches_torch_for_every_row_count(library, rows):
+    """Output features not a multiple of any tile (37, 101), inputs with and without a k % 8 tail (13, 40,
+    600), with and without bias; 101 x 600 is large enough to run on two threads."""
+    generator = torch.Generator().manual_seed(rows)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            for n, k in ((37, 13), (37, 40), (101, 600)):
+                x = torch.randn(rows, k, generator=generator)
+                weight = torch.randn(n, k, generator=generator)
+                bias = torch.randn(n, generator=generator)
+                _close(fewrow.linear(x, weight, bias), F.linear(x, weight, bias))
+                _close(fewrow.linear(x, weight, None), F.linear(x, weight))
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 4, 8])
+def test_batched_products_match_torch(library, rows):
+    """Cross-attention's shapes: (inputs, heads, rows, k) x (inputs, heads, n, k); 2 x 3 products of 101 x 600
+    split between two threads in the middle of a product."""
+    generator = torch.Generator().manual_seed(10 + rows)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            for n, k in ((21, 64), (101, 600)):
+                x = torch.randn(2, 3, rows, k, generator=generator)
+                weight = torch.randn(2, 3, n, k, generator=generator)
+                _close(fewrow.batched_products(x, weight), x @ weight.transpose(-1, -2))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_none_where_it_must_not_run(library):
+    x, weight = torch.randn(2, 16), torch.randn(8, 16)
+    with torch.no_grad():
+        assert fewrow.linear(torch.randn(fewrow.MAX_ROWS + 1, 16), weight, None) is None
+        assert fewrow.linear(x.double(), weight.double(), None) is None
+        assert fewrow.linear(torch.randn(16, 2).t(), weight, None) is None  # not contiguous
+        assert fewrow.batched_products(torch.randn(2, 3, 2, 16), torch.randn(3, 2, 8, 16)) is None
+        with fewrow.disabled():
+            assert fewrow.linear(x, weight, None) is None
+        assert fewrow.linear(x, weight, None) is not None
+    assert fewrow.linear(x, weight, None) is None  # autograd on: torch's products record the graph
+
+
+def _fresh_state(monkeypatch, tmp_path):
+    monkeypatch.setattr(fewrow, "_library", None)
+    monkeypatch.setattr(fewrow, "_tried", False)
+    monkeypatch.setenv("SPACY_LED_CACHE", str(tmp_path))
+
+
+@pytest.mark.parametrize("compiler, message", [("false", "failed to compile"),
+                                               ("no-such-compiler", "no C compiler found")])
+def test_a_failed_build_falls_back_with_a_warning(library, monkeypatch, tmp_path, compiler, message):
+    _fresh_state(monkeypatch, tmp_path)
+    monkeypatch.setenv("CC", compiler)
+    with pytest.warns(RuntimeWarning, match=message):
+        assert fewrow.library() is None
+    with torch.no_grad():
+        assert fewrow.linear(torch.randn(2, 16), torch.randn(8, 16), None) is None
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_switched_off_by_the_environment(monkeypatch, tmp_path, recwarn):
+    _fresh_state(monkeypatch, tmp_path)
+    monkeypatch.setenv("SPACY_LED_KERNELS", "0")
+    assert fewrow.library() is None
+    assert not recwarn.list
+    assert not list(tmp_path.iterdir())  # nothing was built
