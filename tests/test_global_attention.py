@@ -13,7 +13,7 @@ import random
 
 import pytest
 import spacy
-from spacy.tokens import Span
+from spacy.tokens import Doc, Span
 from thinc.api import Config
 
 from spacy_led.global_attention import (
@@ -21,6 +21,7 @@ from spacy_led.global_attention import (
     GlobalAttention,
     QuestionTokens,
     SentenceStarts,
+    doc_text,
     global_mask_for_pieces,
     make_first_token_strategy,
     make_question_tokens_strategy,
@@ -508,3 +509,12 @@ def test_a_component_config_names_the_strategy(tokenizer):
 def test_text_length_of_is_the_length_of_doc_text(text):
     doc = spacy.blank("en").make_doc(text)
     assert text_length_of(doc) == len(doc.text) == len(text)
+
+
+def test_doc_text_is_doc_text():
+    """Built from the distinct words: each token's own word, and its space only where it has one."""
+    nlp = spacy.blank("en")
+    texts = ["", " ", "a", "Hello  world!\n\n", "  x ", "東京 😀 ", "a\t", "a a  a\na", "The the THE the. the"]
+    assert [doc_text(nlp.make_doc(text)) for text in texts] == texts
+    words = Doc(nlp.vocab, words=["a", "b", "a", "a", "c"], spaces=[True, False, False, True, False])
+    assert doc_text(words) == words.text == "a baa c"

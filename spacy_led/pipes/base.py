@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 import srsly
 from spacy import util
@@ -23,12 +23,10 @@ from spacy.training import Example, validate_examples, validate_get_examples
 from thinc.api import Model
 
 from .. import layers
-from ..global_attention import GlobalAttention, global_mask_for_pieces, to_global_attention
+from ..bpe_chunks import Pieces, encode_pieces
+from ..global_attention import GlobalAttention, doc_text, global_mask_for_pieces, to_global_attention
 from .settings import PipeSettings
 from .windows import OVERFLOW_MODES, DocumentTooLong, Encoded, Window, WindowLimits, batches, cut, padded
-
-if TYPE_CHECKING:
-    from ..bpe import Encoding
 
 logger = logging.getLogger("spacy_led")
 
@@ -176,25 +174,25 @@ class LEDPipe(TrainablePipe):
 
     # ---- Doc -> windows ---------------------------------------------------------------------------------
     def _encode_doc(
-        self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None, pieces: Optional[Encoding] = None
+        self, doc: Doc, strategy: Optional[Callable[[Doc], Any]] = None, pieces: Optional[Pieces] = None
     ) -> Encoded:
         """The Doc's BPE pieces (``pieces`` when ``_encode_texts`` made them already) and their global mask."""
         if pieces is None:
-            pieces = self.tokenizer.encode_with_offsets(doc.text, add_special_tokens=False)
+            pieces = encode_pieces(self.tokenizer, [doc_text(doc)])[0]
         attention: GlobalAttention = to_global_attention((strategy or self.global_attention)(doc), doc)
         # The pieces have no <s>: cut() places it, global when attention.bos says so.
         pieces_only = GlobalAttention(bos=False, char_spans=attention.char_spans) if attention.bos else attention
         mask = global_mask_for_pieces(pieces_only, pieces.offsets, [0] * len(pieces.ids))
         return Encoded(pieces.ids, pieces.offsets, mask, attention.bos)
 
-    def _encode_texts(self, docs: Sequence[Doc]) -> List[Optional[Encoding]]:
-        """The BPE pieces of every Doc's text (no special tokens) from one call of the tokenizer, which encodes
-        the texts in parallel on all cores (tokenizers' threads, outside the GIL): tokenizing is most of the
-        pipe's own work before the model, and the rest of it is single-threaded Python. Where that call fails
-        (a text the tokenizer refuses), None for every Doc: each is then encoded alone and only the bad one
-        fails."""
+    def _encode_texts(self, docs: Sequence[Doc]) -> List[Optional[Pieces]]:
+        """The BPE pieces of every Doc's text (no special tokens) from one call of the tokenizer over the
+        distinct chunks of all the texts (``bpe_chunks``), which it encodes in parallel on all cores
+        (tokenizers' threads, outside the GIL): tokenizing is most of the pipe's own work before the model.
+        Where that call fails (a text the tokenizer refuses), None for every Doc: each is then encoded alone
+        and only the bad one fails."""
         try:
-            return self.tokenizer.encode_batch([doc.text for doc in docs], add_special_tokens=False)
+            return encode_pieces(self.tokenizer, [doc_text(doc) for doc in docs])
         except Exception:
             return [None] * len(docs)
 
@@ -215,7 +213,7 @@ class LEDPipe(TrainablePipe):
         return cut(doc_index, encoded, self._window_limits(), prefix=prefix, prefix_global=prefix_global,
                    extra=extra, source=f"component '{self.name}'")
 
-    def _windows(self, doc_index: int, doc: Doc, pieces: Optional[Encoding] = None) -> List[Window]:
+    def _windows(self, doc_index: int, doc: Doc, pieces: Optional[Pieces] = None) -> List[Window]:
         """The windows of one Doc (tasks may override, e.g. one set per question); ``pieces``: its text's
         encoding, when made already."""
         return self._cut(doc_index, self._encode_doc(doc, pieces=pieces))
@@ -225,7 +223,7 @@ class LEDPipe(TrainablePipe):
         return {k: v.to(device) for k, v in padded(windows, self.tokenizer.pad_token_id).items()}
 
     # ---- prediction -------------------------------------------------------------------------------------
-    def _doc_windows(self, doc_index: int, doc: Doc, pieces: Optional[Encoding] = None) -> List[Window]:
+    def _doc_windows(self, doc_index: int, doc: Doc, pieces: Optional[Pieces] = None) -> List[Window]:
         """The model inputs of one Doc; none for an empty one (it gets an empty prediction)."""
         # ``doc.text.strip()`` without building the text: the first token that is not whitespace answers
         return self._windows(doc_index, doc, pieces) if any(not token.is_space for token in doc) else []

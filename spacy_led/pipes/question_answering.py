@@ -24,7 +24,7 @@ from .base import LEDPipe, Window
 from .settings import QASettings
 
 if TYPE_CHECKING:
-    from ..bpe import Encoding
+    from ..bpe_chunks import Pieces
 
 
 @dataclass
@@ -73,7 +73,7 @@ class LEDQuestionAnswerer(LEDPipe):
             window.global_mask[0] = 1
         return windows
 
-    def _windows(self, doc_index: int, doc: Doc, pieces: Optional["Encoding"] = None) -> List[Window]:
+    def _windows(self, doc_index: int, doc: Doc, pieces: Optional[Pieces] = None) -> List[Window]:
         encoded = self._encode_doc(doc, pieces=pieces)
         return [w for q, exclude in self.questions_for(doc) for w in self._question_windows(doc_index, doc, encoded, q, exclude)]
 

@@ -10,6 +10,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import numpy
+
 logger = logging.getLogger("spacy_led")
 
 OVERFLOW_MODES = ("chunk", "truncate", "error")
@@ -139,16 +141,18 @@ def batches(windows: Sequence[Window], token_budget: int) -> Iterator[List[Windo
 
 def padded(windows: Sequence[Window], pad_token_id: int) -> Dict[str, Any]:
     """``input_ids``, ``attention_mask`` and ``global_attention_mask`` (torch long tensors on the CPU) of a
-    batch, right-padded to its longest window."""
+    batch, right-padded to its longest window. Filled in numpy, which reads a list of ints several times
+    faster than ``torch.tensor`` does (thousands of pieces per window), and handed to torch without a copy."""
     import torch
 
     length = max(len(w) for w in windows)
-    ids = torch.full((len(windows), length), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(windows), length), dtype=torch.long)
-    glob = torch.zeros((len(windows), length), dtype=torch.long)
+    ids = numpy.full((len(windows), length), pad_token_id, dtype=numpy.int64)
+    mask = numpy.zeros((len(windows), length), dtype=numpy.int64)
+    glob = numpy.zeros((len(windows), length), dtype=numpy.int64)
     for row, window in enumerate(windows):
         n = len(window)
-        ids[row, :n] = torch.tensor(window.ids)
+        ids[row, :n] = window.ids
         mask[row, :n] = 1
-        glob[row, :n] = torch.tensor(window.global_mask)
-    return {"input_ids": ids, "attention_mask": mask, "global_attention_mask": glob}
+        glob[row, :n] = window.global_mask
+    return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+            "global_attention_mask": torch.from_numpy(glob)}
