@@ -18,6 +18,7 @@
 
 #define MAX_ROWS 8
 #define PARALLEL_MIN_WEIGHTS (1L << 17)
+#define PREFETCH_AHEAD 4096 /* floats */
 
 /* The 8 sums of a[0..7]'s lanes, as the 8 lanes of one vector (7 shuffles and adds, where 8 separate sums
  * would take 8 x 5: with short rows, K = 64 for a head's keys, the sums would cost more than the products). */
@@ -41,6 +42,11 @@ static inline __attribute__((always_inline)) void tile(const int P, const int R,
     for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_ps();
     long k = 0;
     for (; k + 8 <= K; k += 8) {
+        /* With several rows of x the arithmetic per weight byte is R times one row's, and the loads of the
+         * weights stop running ahead of it: ask for each weight row's cache line 16 KB ahead (R = 4: 1.3-1.4x
+         * faster on led-base's weights; one row reads no faster with it). */
+        if (R > 1 && (k & 15) == 0)
+            for (int p = 0; p < P; p++) _mm_prefetch((const char *)(w + p * K + k + PREFETCH_AHEAD), _MM_HINT_T0);
         if (P == 1) {
             const __m256 wv = _mm256_loadu_ps(w + k);
             for (int r = 0; r < R; r++) acc[r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + r * ldx + k), acc[r]);
@@ -49,7 +55,10 @@ static inline __attribute__((always_inline)) void tile(const int P, const int R,
             for (int p = 0; p < P; p++) acc[p] = _mm256_fmadd_ps(_mm256_loadu_ps(w + p * K + k), xv, acc[p]);
         } else {
             __m256 xv[8];
-            for (int r = 0; r < R; r++) xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+            for (int r = 0; r < R; r++) {
+                xv[r] = _mm256_loadu_ps(x + r * ldx + k);
+                __asm__("" : "+x"(xv[r]));  /* keep it in a register: one load per k-step, not one per weight row */
+            }
             for (int p = 0; p < P; p++) {
                 const __m256 wv = _mm256_loadu_ps(w + p * K + k);
                 for (int r = 0; r < R; r++) acc[p * R + r] = _mm256_fmadd_ps(wv, xv[r], acc[p * R + r]);
