@@ -21,6 +21,10 @@ def write_jsonl(path, records):
     return path
 
 
+def read_jsonl_bytes(data: bytes):
+    return [json.loads(line) for line in data.splitlines()]
+
+
 def read_jsonl(path):
     return [json.loads(line) for line in Path(path).read_text(encoding="utf8").splitlines()]
 
@@ -67,7 +71,18 @@ def test_a_torn_last_line_is_truncated_and_redone(summarizer_checkpoint, tmp_pat
     lines = complete.splitlines(keepends=True)
     out.write_bytes(b"".join(lines[:3]) + lines[3][:7])  # killed in the middle of the 4th record
     assert cli.main(args) == 0
-    assert out.read_bytes() == complete
+    resumed = out.read_bytes()
+    assert resumed.startswith(b"".join(lines[:3]))  # the finished records are kept as they were
+    # The redone records ran in other batches (3+4, then 5 alone, where the whole run had 2+3 and 4+5): the
+    # same records, once each, in order; the scores equal to float32 rounding (a document padded in a batch
+    # gets its encoder's global-token sums in another order than alone).
+    before, after = read_jsonl_bytes(complete), read_jsonl_bytes(resumed)
+    assert [r["id"] for r in after] == [r["id"] for r in before] == list(range(1, len(TEXTS) + 1))
+    assert [r["summary"] for r in after] == [r["summary"] for r in before]
+    for new, old in zip(after, before, strict=True):
+        assert (new["summary_score"] is None) == (old["summary_score"] is None)
+        if old["summary_score"] is not None:
+            assert new["summary_score"] == pytest.approx(old["summary_score"], rel=1e-5)
 
 
 def test_usage_errors_exit_2(summarizer_checkpoint, tmp_path, capsys):

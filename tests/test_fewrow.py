@@ -101,3 +101,19 @@ def test_switched_off_by_the_environment(monkeypatch, tmp_path, recwarn):
     assert fewrow.library() is None
     assert not recwarn.list
     assert not list(tmp_path.iterdir())  # nothing was built
+
+
+def test_a_row_gets_the_same_numbers_alone_or_in_a_padded_batch(library):
+    """Bit for bit: the CLI resumes a killed run with documents in other batches (other row counts, other
+    padding of the cross-attention keys) and must write the bytes the whole run would have written. A key
+    position past a row's end has probability 0 (x is 0 there) whatever the padded values hold."""
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        weight, x = torch.randn(50, 37, generator=generator), torch.randn(8, 37, generator=generator)
+        alone = fewrow.linear(x[:1], weight, None)
+        for rows in range(2, fewrow.MAX_ROWS + 1):
+            assert torch.equal(fewrow.linear(x[:rows], weight, None)[:1], alone)
+        padded_x = torch.cat([x, torch.zeros(8, 11)], dim=1)
+        padded_weight = torch.cat([weight, torch.randn(50, 11, generator=generator)], dim=1)
+        assert torch.equal(fewrow.linear(padded_x[:1], padded_weight, None), alone)
+        assert torch.equal(fewrow.batched_products(padded_x[None, :4], padded_weight[None])[0, :1], alone)

@@ -10,8 +10,9 @@
  *     out[b][r * ldo + n] = bias[n] + sum_k w[b][n * K + k] * x[b][r * ldx + k]
  *
  * for b < batch (a batched product: the decoder's cross-attention, one (input, head) per b), r < rows,
- * n < N. Each sum runs over k in 8 lanes, then across the lanes, then the k % 8 tail; the result equals
- * torch's to float32 rounding (a different order of the same additions).
+ * n < N. Each sum runs over k in 8 lanes (term k in lane k % 8), then across the lanes; the result equals
+ * torch's to float32 rounding (a different order of the same additions), and a row's result is the same
+ * whatever the other rows, the number of rows and the zeros after its last term.
  */
 #include <immintrin.h>
 #include <omp.h>
@@ -65,14 +66,23 @@ static inline __attribute__((always_inline)) void tile(const int P, const int R,
             }
         }
     }
+    if (k < K) {
+        /* The last K % 8 terms in the same lanes as a full step, the rest of it read as zeros: each term of a
+         * sum lands in the same lane whatever K is, so a row's result does not depend on padding (the
+         * probabilities of padded keys are exact zeros) and a document gets the same numbers alone as in a
+         * padded batch. */
+        const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(K - k)),
+                                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        for (int p = 0; p < P; p++) {
+            const __m256 wv = _mm256_maskload_ps(w + p * K + k, mask);
+            for (int r = 0; r < R; r++)
+                acc[p * R + r] = _mm256_fmadd_ps(wv, _mm256_maskload_ps(x + r * ldx + k, mask), acc[p * R + r]);
+        }
+    }
     float sums[8];
     _mm256_storeu_ps(sums, sums8(acc));
     for (int p = 0; p < P; p++)
-        for (int r = 0; r < R; r++) {
-            float s = sums[p * R + r];
-            for (long t = k; t < K; t++) s += w[p * K + t] * x[r * ldx + t];
-            out[r * ldo + p] = bias ? s + bias[p] : s;
-        }
+        for (int r = 0; r < R; r++) out[r * ldo + p] = bias ? sums[p * R + r] + bias[p] : sums[p * R + r];
 }
 
 /* Output features [n0, n1) of one product: tiles of P weight rows (8 / R, but 4 for one row: eight
