@@ -14,9 +14,10 @@ with
   from the layer's own ``q_proj``/``k_proj``/``v_proj`` when the step is created, so the state dict and
   checkpoints are unchanged);
 - cross-attention keys/values computed once per input and shared by that input's beams (``group`` rows, whose
-  queries are stacked), attended with ``scaled_dot_product_attention`` on the CPU: one parallel kernel for all
-  heads (batched matrix products run one parallel region per head, which costs far more when threads wait for
-  cores); on a GPU as product, softmax, product (see ``_attend``);
+  queries are stacked), attended through ``fewrow`` on the CPU where it runs (below), else with
+  ``scaled_dot_product_attention``: one parallel kernel for all heads (batched matrix products run one
+  parallel region per head, which costs far more when threads wait for cores); on a GPU as product, softmax,
+  product (see ``_attend``);
 - on the CPU, float32 products of 1-8 rows (linear layers, and cross-attention's queries x keys and
   probabilities x values, with the values cached transposed) run in ``fewrow`` (compiled loops that read a
   weight at close to the memory bandwidth, where MKL reaches about half of it for so few rows); where that

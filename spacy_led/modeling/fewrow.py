@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
@@ -69,8 +69,9 @@ def _openmp_runtimes() -> set:
         maps = Path("/proc/self/maps").read_text().splitlines()
     except OSError:
         return set()
-    paths = {line.split()[-1] for line in maps if line.rstrip().split()[-1].startswith("/")}
-    return {path for path in paths if Path(path).name.startswith(("libgomp", "libiomp", "libomp"))}
+    paths = {line.split()[-1] for line in maps}  # a mapping's last field: its file, when it has one
+    return {path for path in paths
+            if path.startswith("/") and Path(path).name.startswith(("libgomp", "libiomp", "libomp"))}
 
 
 def _build(target: Path) -> None:
@@ -153,15 +154,13 @@ def _products(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor
     rows, k = x.shape[-2:]
     n = weight.shape[-2]
     batch = out.numel() // (rows * n) if out.numel() else 0
-    if torch.autograd._profiler_enabled():  # name the call for torch.profiler (bench_generate.py --profile)
-        with torch.profiler.record_function(f"fewrow::products batch={batch} rows={rows} n={n} k={k}"):
-            status = lib.fewrow_linear(weight.data_ptr(), n * k, x.data_ptr(), rows * k, k,
-                                       None if bias is None else bias.data_ptr(), out.data_ptr(), rows * n, n,
-                                       batch, n, k, rows, torch.get_num_threads())
-    else:
+    # Named for torch.profiler when it runs (bench_generate.py --profile), which sees no ctypes call otherwise.
+    named = (torch.profiler.record_function(f"fewrow::products batch={batch} rows={rows} n={n} k={k}")
+             if torch.autograd._profiler_enabled() else nullcontext())
+    with named:
         status = lib.fewrow_linear(weight.data_ptr(), n * k, x.data_ptr(), rows * k, k,
-                               None if bias is None else bias.data_ptr(), out.data_ptr(), rows * n, n,
-                               batch, n, k, rows, torch.get_num_threads())
+                                   None if bias is None else bias.data_ptr(), out.data_ptr(), rows * n, n,
+                                   batch, n, k, rows, torch.get_num_threads())
     if status != 0:
         raise ValueError(f"fewrow_linear takes 1-{MAX_ROWS} rows, got {rows}")
 
