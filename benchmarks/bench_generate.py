@@ -246,6 +246,8 @@ def main(argv=None) -> int:
                         help="documents of the batched case")
     parser.add_argument("--no-step", action="store_true", help="skip the decoder-step measurement")
     parser.add_argument("--no-4k", action="store_true", help="skip the greedy / beam / batched generate cases")
+    parser.add_argument("--cases", nargs="+", choices=("greedy", "beams", "batched"), default=("greedy", "beams", "batched"),
+                        help="which of the --length cases to run (default: all three)")
     parser.add_argument("--long", action="store_true",
                         help="also the 16,384-token document, 4 beams, 256 new tokens (several GB in transformers)")
     parser.add_argument("--long-length", type=int, default=16384, help="input tokens of --long (smaller: smoke run)")
@@ -316,14 +318,15 @@ def main(argv=None) -> int:
         cases = []
         if not args.no_4k:
             single = _encoder_inputs(args.length, args.seed)
-            cases += [
-                (f"{args.length} tokens, greedy, {args.new_tokens} new", single, 1, args.new_tokens, 3.0),
-                (f"{args.length} tokens, {args.beams} beams, {args.new_tokens} new", single, args.beams,
-                 args.new_tokens, 5.0),
-                (f"{len(args.batch_lengths)} documents ({'/'.join(map(str, args.batch_lengths))} tokens) x "
-                 f"{args.beams} beams, {args.new_tokens} new", batched_inputs(torch, args.batch_lengths, args.seed),
-                 args.beams, args.new_tokens, 5.0),
-            ]
+            if "greedy" in args.cases:
+                cases.append((f"{args.length} tokens, greedy, {args.new_tokens} new", single, 1, args.new_tokens, 3.0))
+            if "beams" in args.cases:
+                cases.append((f"{args.length} tokens, {args.beams} beams, {args.new_tokens} new", single, args.beams,
+                              args.new_tokens, 5.0))
+            if "batched" in args.cases:
+                cases.append((f"{len(args.batch_lengths)} documents ({'/'.join(map(str, args.batch_lengths))} tokens) "
+                              f"x {args.beams} beams, {args.new_tokens} new",
+                              batched_inputs(torch, args.batch_lengths, args.seed), args.beams, args.new_tokens, 5.0))
         if args.long:
             cases.append((f"{args.long_length} tokens, {args.beams} beams, {args.long_new_tokens} new",
                           _encoder_inputs(args.long_length, args.seed), args.beams, args.long_new_tokens, 7.0))

@@ -1,13 +1,15 @@
 """fewrow (the decoder step's compiled few-row products): the same numbers as torch's products for every row
-count, ragged shapes and thread splits; None wherever it must not run; a failed build falls back to torch
-with a warning instead of breaking generation."""
+count, ragged shapes and thread splits; None wherever it must not run; a failed build of the compiled kernels
+(kernels.py) falls back to torch with a warning instead of breaking generation or the encoder."""
+import os
 import shutil
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from spacy_led.modeling import fewrow
+from spacy_led.modeling import band_attention, fewrow, kernels
+from spacy_led.modeling.attention import EncoderMaskLayout
 
 TOLERANCE = 1e-6  # relative to the largest value: the same sums in another order
 
@@ -21,8 +23,8 @@ def _close(actual, expected):
 
 @pytest.fixture
 def library():
-    if fewrow._cpu_supported() is not None or shutil.which("cc") is None:
-        pytest.skip("fewrow runs on Linux x86-64 with AVX2/FMA and a C compiler only")
+    if kernels._cpu_supported() is not None or shutil.which(os.environ.get("CC") or "cc") is None:
+        pytest.skip("the compiled kernels run on Linux x86-64 with AVX2/FMA and a C compiler only")
     lib = fewrow.library()
     assert lib is not None, "fewrow did not build on a machine that supports it"
     return lib
@@ -78,8 +80,8 @@ def test_none_where_it_must_not_run(library):
 
 
 def _fresh_state(monkeypatch, tmp_path):
-    monkeypatch.setattr(fewrow, "_library", None)
-    monkeypatch.setattr(fewrow, "_tried", False)
+    monkeypatch.setattr(kernels, "_library", None)
+    monkeypatch.setattr(kernels, "_tried", False)
     monkeypatch.setenv("SPACY_LED_CACHE", str(tmp_path))
 
 
@@ -92,6 +94,9 @@ def test_a_failed_build_falls_back_with_a_warning(library, monkeypatch, tmp_path
         assert fewrow.library() is None
     with torch.no_grad():
         assert fewrow.linear(torch.randn(2, 16), torch.randn(8, 16), None) is None
+        q = torch.randn(1, 10, 2, 8)
+        layout = EncoderMaskLayout.build(torch.ones(1, 10, dtype=torch.long), None)
+        assert band_attention.local_attention(q, q, q, layout, 2) is None  # the encoder keeps its SDPA path
     assert not list(tmp_path.glob("*.so"))
 
 

@@ -8,7 +8,9 @@ with another formulation, built for long inputs, and is tested against it (tests
   ``3w`` keys around it plus the global tokens' keys, with an additive band mask. Every block is one batch
   entry of ``scaled_dot_product_attention`` (4-D tensors), so the fused CPU/GPU kernels do the work, memory
   grows linearly with the length and the input is only padded to a multiple of ``w``, not of the window.
-  Sequences of at most ``3w`` tokens use one dense block.
+  Sequences of at most ``3w`` tokens use one dense block. In float32 inference on the CPU the local part runs
+  instead through ``band_attention`` (a compiled kernel that computes each query's band only, about twice as
+  fast); the blocked SDPA path is what autograd, dropout, other dtypes, GPUs and exports use.
 * Global rows: a global query attends all non-padding tokens through ``key_global`` / ``value_global``. With
   few global tokens the projections are folded into the query and the output instead of projecting every
   token: ``q·(Wk h + bk) = (Wkᵀq)·h + q·bk`` (the last term is one constant per row) and
@@ -29,6 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
+
+from . import band_attention
 
 
 def _min_value(dtype: torch.dtype) -> float:
@@ -137,6 +141,14 @@ class EncoderMaskLayout:
         tensor = self._scratch.get(name)
         if tensor is None or tuple(tensor.shape) != tuple(shape) or tensor.dtype != like.dtype or tensor.device != like.device:
             tensor = self._scratch[name] = like.new_empty(shape)
+        return tensor
+
+    def scratch_of(self, name: str, make) -> torch.Tensor:
+        """``make()``, made once per forward pass and shared by every layer (a value that depends only on the
+        masks, such as ``band_attention``'s byte masks)."""
+        tensor = self._scratch.get(name)
+        if tensor is None:
+            tensor = self._scratch[name] = make().contiguous()
         return tensor
 
     def band_mask(self, one_sided: int, dtype: torch.dtype) -> torch.Tensor:
@@ -295,14 +307,18 @@ class LEDEncoderSelfAttention(nn.Module):
         return out.reshape(batch, -1, heads * head_dim)[:, :length]
 
     def _local_attention(self, q, k, v, layout: EncoderMaskLayout, dropout: float) -> torch.Tensor:
-        """(B, L, H*D): the local part of every query, in chunks of blocks where that saves memory: without
-        autograd (each chunk written into the output), and under gradient checkpointing in training (each chunk
+        """(B, L, H*D): the local part of every query: through ``band_attention`` where it applies (float32 CPU
+        inference), else in chunks of blocks where that saves memory: without autograd (each chunk written into
+        the output), and under gradient checkpointing in training (each chunk
         checkpointed: backward keeps only q, k, v and recomputes one chunk's blocked copies at a time)."""
         batch, length, heads, head_dim = q.shape
         block = layout.block_size(self.one_sided_attn_window_size)
         n_blocks = -(-length // block)
         chunk = max(1, self.chunk_tokens // block)
         if not torch.is_grad_enabled():
+            out = band_attention.local_attention(q, k, v, layout, self.one_sided_attn_window_size, dropout)
+            if out is not None:  # float32 on the CPU: each query's band only, in one compiled pass
+                return out
             out = q.new_empty(batch, length, heads * head_dim)
             for first in range(0, n_blocks, chunk):
                 out[:, first * block : (first + chunk) * block] = self._local_blocks(q, k, v, layout, dropout, first, chunk)

@@ -1,0 +1,146 @@
+"""The compiled CPU kernels: ``fewrow.c`` (generation's few-row products, ``fewrow.py``) and
+``band_attention.c`` (the encoder's sliding-window attention in inference, ``band_attention.py``).
+
+Both are plain C with AVX2/FMA intrinsics and OpenMP, compiled together by the system's C compiler (``$CC``,
+else ``cc``) into one library in a cache folder the first time they are needed (about a second), and loaded
+with ``ctypes`` after torch, so their OpenMP threads are torch's own (the same ``libgomp``; torch's
+``set_num_threads`` applies).
+
+Nothing depends on them: where they cannot be used (no x86-64 CPU with AVX2 and FMA, not Linux, no compiler,
+a compile error, a second OpenMP runtime in the process, or ``SPACY_LED_KERNELS=0`` in the environment)
+``library()`` is ``None`` and the model uses torch's operations, with a warning saying why when the reason is
+worth knowing. The cache folder is ``$SPACY_LED_CACHE``, else ``$XDG_CACHE_HOME/spacy-led``, else
+``~/.cache/spacy-led``; the library's name carries a hash of the sources and flags, so an edited source is
+rebuilt, and a finished build is moved into place atomically (processes building at once are safe).
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fewrow.c", "band_attention.c"))
+FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+FEWROW_MAX_ROWS = 8  # fewrow.c's MAX_ROWS
+
+_lock = threading.Lock()
+_library: Optional[ctypes.CDLL] = None
+_tried = False
+_disabled = 0
+_C_LONG, _C_INT, _PTR = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
+FALLBACK = ("the compiled CPU kernels are off; generation's products and the encoder's attention use torch's "
+            "operations")
+
+
+def cache_dir() -> Path:
+    if os.environ.get("SPACY_LED_CACHE"):
+        return Path(os.environ["SPACY_LED_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "spacy-led"
+
+
+def _cpu_supported() -> Optional[str]:
+    """None when this machine can run the kernels, else why not."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"built for Linux on x86-64 only (this is {sys.platform} on {platform.machine()})"
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return "/proc/cpuinfo is unreadable"
+    missing = [flag for flag in ("avx2", "fma") if flag not in flags.split()]
+    return f"the CPU lacks {', '.join(missing)}" if missing else None
+
+
+def _openmp_runtimes() -> set:
+    """The OpenMP runtimes loaded in this process (paths of libgomp / libiomp / libomp)."""
+    try:
+        maps = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return set()
+    paths = {line.split()[-1] for line in maps}  # a mapping's last field: its file, when it has one
+    return {path for path in paths
+            if path.startswith("/") and Path(path).name.startswith(("libgomp", "libiomp", "libomp"))}
+
+
+def _build(target: Path) -> None:
+    compiler = os.environ.get("CC") or "cc"
+    if shutil.which(compiler) is None:
+        raise RuntimeError(f"no C compiler found ({compiler!r}; set CC to one)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        built = Path(scratch) / target.name
+        result = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(built)], capture_output=True, text=True)
+        if result.returncode != 0:
+            names = " and ".join(source.name for source in SOURCES)
+            raise RuntimeError(f"{compiler} failed to compile {names}: {result.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: a concurrent build replaces it with the same bytes
+
+
+def _load() -> Optional[ctypes.CDLL]:
+    if os.environ.get("SPACY_LED_KERNELS", "1") == "0":
+        return None
+    reason = _cpu_supported()
+    if reason is not None:
+        return None  # the expected state on such machines: torch's operations, no warning
+    before = _openmp_runtimes()
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES) + " ".join(FLAGS).encode())
+    target = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
+    try:
+        if not target.exists():
+            _build(target)
+        library = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError) as error:
+        warnings.warn(f"spacy-led: {FALLBACK} (slower on the CPU): {error}", RuntimeWarning, stacklevel=3)
+        return None
+    runtimes = _openmp_runtimes()
+    if len(runtimes) > 1 or (before and runtimes != before):
+        warnings.warn(
+            f"spacy-led: {FALLBACK}: {target.name} loaded a second OpenMP runtime "
+            f"({', '.join(sorted(runtimes))}) beside torch's; two thread pools on the same cores would slow both.",
+            RuntimeWarning, stacklevel=3)
+        return None
+    library.fewrow_linear.argtypes = [_PTR, _C_LONG, _PTR, _C_LONG, _C_LONG, _PTR, _PTR, _C_LONG, _C_LONG,
+                                      _C_LONG, _C_LONG, _C_LONG, _C_INT, _C_INT]
+    library.fewrow_linear.restype = _C_INT
+    library.band_attention.argtypes = [_PTR, _PTR, _PTR, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _PTR, _PTR,
+                                       _PTR, _PTR, _C_LONG, ctypes.c_float, _PTR, _PTR, _C_INT]
+    library.band_attention.restype = _C_INT
+    library.band_attention_scratch_floats.argtypes = [_C_LONG, _C_LONG, _C_LONG, _C_LONG]
+    library.band_attention_scratch_floats.restype = _C_LONG
+    if library.fewrow_max_rows() != FEWROW_MAX_ROWS:
+        return None
+    return library
+
+
+@contextmanager
+def disabled():
+    """Inside this block ``library()`` is None: torch's operations (the benchmarks' in-run baseline)."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
+
+
+def library() -> Optional[ctypes.CDLL]:
+    """The loaded library, built on first use; None where it cannot be used (see the module docstring)."""
+    global _library, _tried
+    if _disabled:
+        return None
+    if not _tried:
+        with _lock:
+            if not _tried:
+                _library = _load()
+                _tried = True
+    return _library
