@@ -13,16 +13,23 @@
  * rounded to whole 16-key panels: ~1.02x. A row with no key at all (only padding rows, whose output the
  * caller overwrites) gets zeros.
  *
- * Layout. q, k, v, out: (B, L, H, D), row-major (the projections as (B, L, H*D)). kg, vg: (B, G, H, D). The
- * keys are first packed per (b, h) into panels of 16 positions, (L_panels, D, 16), with zeros outside the
- * sequence, so that a tile's scores are a small matrix product with aligned, contiguous loads: 6 x 16 scores
- * in 12 AVX2 registers, over d (broadcast q[r][d], two loads of the panel). The probabilities times the values
- * are the same shape the other way round: 6 rows x 16 of D in 12 registers, over the keys (broadcast p[r][j],
- * two loads of v[j]). Softmax in between: the row's maximum, exp through a Cephes-style polynomial (error
- * ~1 ulp), the sum, and the output divided by it at the end, as a flash-attention kernel does.
+ * Layout. q, k, v, out: (B, L, H, D), row-major (the projections as (B, L, H*D)). kg, vg: (B, G, H, D). Each
+ * head's keys are first packed into panels of 16 positions, (L_panels, D, 16), and its values into (L, D), with
+ * zeros past the sequence, so that the loops below read contiguous, aligned memory:
  *
- * Work is split between the OpenMP threads of the calling process (torch's own, see fewrow.py) over
- * (b, h, tile), each thread taking a contiguous run of tiles so that a head's keys stay in its cache.
+ * - scores: a tile's 6 x 16 scores against one panel are a small matrix product in 12 AVX2 registers, over d
+ *   (broadcast q[r][d], two loads of the panel row);
+ * - softmax per row: the maximum, exp through Cephes' expf polynomial (~1 ulp), the sum; the output is divided
+ *   by the sum at the end, as a flash-attention kernel does;
+ * - values: 6 rows x 16 of D in 12 registers, over the keys (broadcast p[r][j], two loads of v[j]).
+ *
+ * A block of 8 tiles (48 queries) shares one pass over its keys and values: each panel is loaded into L1 once
+ * for every tile whose windows reach it, and the values go 64 keys (16 KB at D = 64) at a time through every
+ * tile, so a head's 2w + 48 keys and values are read from the outer caches once per 48 queries, not per 6
+ * (with a tile at a time they did not fit in L2 beside each other, and the kernel took 1.6x as long).
+ *
+ * Work is split between the OpenMP threads of the calling process (torch's own, see kernels.py) over
+ * (b, h, block), each thread taking a contiguous run of blocks so that a head's keys stay in its cache.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -160,7 +167,8 @@ long band_attention_scratch_floats(long B, long L, long H, long D) {
     return 2 * B * H * ((L + PANEL - 1) / PANEL) * PANEL * D;
 }
 
-/* Returns 0, or -1 when D is not a multiple of 8 up to MAX_D (nothing is written then). ``scratch``: at least
+/* Returns 0; -1 when D is not a multiple of 8 up to MAX_D (nothing is written then); -2 when a thread could
+ * not allocate its scores (then some outputs are not written). ``scratch``: at least
  * band_attention_scratch_floats(B, L, H, D) floats, 32-byte aligned (the packed keys and values). */
 int band_attention(const float *q, const float *k, const float *v, long B, long L, long H, long D, long w,
                    const unsigned char *key_ok, const float *kg, const float *vg, const unsigned char *g_ok,
@@ -173,6 +181,7 @@ int band_attention(const float *q, const float *k, const float *v, long B, long 
     /* the most panels a block can span: floor16(i0 - w) .. i0 + BLOCK - 1 + w */
     const long span_cap = ((2 * w + BLOCK + 2 * PANEL - 2) / PANEL + 1) * PANEL;
     const long lds = span_cap + ((G + 7) / 8) * 8;  /* a row of scores: the span, then the global tokens */
+    int failed = 0;
 
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -196,8 +205,13 @@ int band_attention(const float *q, const float *k, const float *v, long B, long 
         }
         float *s = aligned_alloc(32, BLOCK * lds * sizeof(float) + BLOCK * D * sizeof(float));
         float *o = s + BLOCK * lds;  /* the block's outputs before normalisation */
+        if (s == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
 #pragma omp for schedule(static)
         for (long item = 0; item < B * H * n_blocks; item++) {
+            if (s == NULL) continue;
             const long bh = item / n_blocks, b = bh / H, h = bh % H, i0 = (item % n_blocks) * BLOCK;
             const long rows = L - i0 < BLOCK ? L - i0 : BLOCK, tiles = (rows + TILE - 1) / TILE;
             const long lo = i0 - w < 0 ? 0 : i0 - w, hi = i0 + rows + w < L ? i0 + rows + w : L;
@@ -277,5 +291,5 @@ int band_attention(const float *q, const float *k, const float *v, long B, long 
         }
         free(s);
     }
-    return 0;
+    return failed ? -2 : 0;
 }

@@ -50,6 +50,8 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, o
             q.data_ptr(), k.data_ptr(), v.data_ptr(), batch, length, heads, head_dim, one_sided,
             key_ok.data_ptr(), global_keys.data_ptr(), global_values.data_ptr(), slot_ok.data_ptr(),
             layout.num_global, head_dim**-0.5, out.data_ptr(), scratch.data_ptr(), torch.get_num_threads())
+    if status == -2:
+        raise MemoryError("band_attention could not allocate its per-thread scores (about 200 KB per thread)")
     if status != 0:
         raise ValueError(f"band_attention takes head sizes that are multiples of 8 up to 1024, got {head_dim}")
     return out

@@ -5,7 +5,7 @@
  * bandwidth on the CPUs we measured (AMD EPYC); these loops read each weight row once, with the 1-8 rows of x
  * kept in L1 and one AVX2 accumulator per (weight row, x row) pair, and split the output features between
  * the OpenMP threads of the calling process (torch's own OpenMP runtime: this file is compiled and loaded
- * after torch, see fewrow.py).
+ * after torch, see kernels.py).
  *
  *     out[b][r * ldo + n] = bias[n] + sum_k w[b][n * K + k] * x[b][r * ldx + k]
  *
