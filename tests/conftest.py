@@ -157,3 +157,19 @@ SAMPLE_TEXTS = [
     LONG_TEXT,
     "Hello world! The quick brown fox jumps over the lazy dog. Was it quick?",
 ]
+
+
+@pytest.fixture
+def compiled_kernels():
+    """The compiled CPU kernels (spacy_led/modeling/kernels.py); skips where they cannot run (not Linux x86-64
+    with AVX2/FMA, or no C compiler), fails where they should build and do not."""
+    import os
+    import shutil
+
+    from spacy_led.modeling import kernels
+
+    if kernels._cpu_supported() is not None or shutil.which(os.environ.get("CC") or "cc") is None:
+        pytest.skip("the compiled kernels run on Linux x86-64 with AVX2/FMA and a C compiler only")
+    lib = kernels.library()
+    assert lib is not None, "the kernels did not build on a machine that supports them"
+    return lib

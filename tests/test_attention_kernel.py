@@ -20,13 +20,16 @@ TOL = 1e-5
 N_CASES = 120
 
 
-def random_case(generator: torch.Generator):
-    """Module, hidden states and masks of one random case; every row has at least one real token."""
+def random_case(generator: torch.Generator, max_one_sided: int = 6, head_dims=(2, 5), head_dim_step: int = 1,
+                max_length=lambda one_sided: 9 * one_sided + 3):
+    """Module, hidden states and masks of one random case; every row has at least one real token. The head size
+    is ``head_dim_step`` times a draw from ``head_dims``; the length is drawn up to ``max_length(one_sided)``."""
     def draw(low, high):  # inclusive
         return int(torch.randint(low, high + 1, (), generator=generator))
 
-    one_sided, heads, head_dim, batch = draw(1, 6), draw(1, 3), draw(2, 5), draw(1, 3)
-    length = draw(1, 9 * one_sided + 3)
+    one_sided, heads = draw(1, max_one_sided), draw(1, 3)
+    head_dim, batch = head_dim_step * draw(*head_dims), draw(1, 3)
+    length = draw(1, max_length(one_sided))
     module = LEDEncoderSelfAttention(heads * head_dim, heads, 2 * one_sided, dropout=0.0).eval()
     with torch.no_grad():  # nn.Linear's own init already gives random biases; widen the weights a little
         for param in module.parameters():

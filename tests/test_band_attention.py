@@ -4,9 +4,6 @@ It must give what the plain dense reference gives (a seeded random sweep over le
 padding and global layouts, through the whole attention module), what the SDPA path gives on a long input
 with led-base's window, the same bits whatever the thread count or the other documents of the batch, and
 None wherever it must not run (the SDPA path then runs, and is what autograd differentiates)."""
-import os
-import shutil
-
 import pytest
 import torch
 
@@ -14,19 +11,10 @@ from spacy_led.modeling import band_attention, kernels
 from spacy_led.modeling.attention import EncoderMaskLayout, LEDEncoderSelfAttention
 
 from conftest import relative_error
-from test_attention_kernel import reference
+from test_attention_kernel import random_case, reference
 
 TOL = 1e-5  # of the largest value, as tests/test_attention_kernel.py
 N_CASES = 60
-
-
-@pytest.fixture
-def library():
-    if kernels._cpu_supported() is not None or shutil.which(os.environ.get("CC") or "cc") is None:
-        pytest.skip("the compiled kernels run on Linux x86-64 with AVX2/FMA and a C compiler only")
-    lib = kernels.library()
-    assert lib is not None, "the kernels did not build on a machine that supports them"
-    return lib
 
 
 @pytest.fixture
@@ -38,31 +26,12 @@ def calls(monkeypatch):
     return made
 
 
-def random_case(generator: torch.Generator):
-    def draw(low, high):  # inclusive
-        return int(torch.randint(low, high + 1, (), generator=generator))
-
-    one_sided, heads, head_dim, batch = draw(1, 40), draw(1, 3), 8 * draw(1, 5), draw(1, 3)
-    # lengths around the tile (6), panel (16) and block (48) sizes and the window
-    length = draw(1, 3 * one_sided + 100)
-    module = LEDEncoderSelfAttention(heads * head_dim, heads, 2 * one_sided, dropout=0.0).eval()
-    with torch.no_grad():
-        for param in module.parameters():
-            param.mul_(3.0)
-    attention_mask = torch.zeros(batch, length, dtype=torch.long)
-    global_mask = torch.zeros(batch, length, dtype=torch.long)
-    for row in range(batch):
-        attention_mask[row, : draw(1, length)] = 1
-        n_global = draw(0, min(length, 3)) if draw(0, 2) else draw(0, length)
-        global_mask[row, torch.randperm(length, generator=generator)[:n_global]] = 1
-    hidden = torch.randn(batch, length, heads * head_dim, generator=generator)
-    return module, hidden, attention_mask, global_mask
-
-
-def test_the_module_gives_the_dense_reference_through_the_kernel(library, calls):
+def test_the_module_gives_the_dense_reference_through_the_kernel(compiled_kernels, calls):
     generator = torch.Generator().manual_seed(11)
     for case in range(N_CASES):
-        module, hidden, attention_mask, global_mask = random_case(generator)
+        # windows up to 40, head sizes 8-40, lengths around the tile (6), panel (16) and block (48) sizes
+        module, hidden, attention_mask, global_mask = random_case(
+            generator, max_one_sided=40, head_dims=(1, 5), head_dim_step=8, max_length=lambda w: 3 * w + 100)
         with torch.no_grad():
             expected, _ = reference(module, hidden, attention_mask, global_mask)
             layout = EncoderMaskLayout.build(attention_mask, global_mask)
@@ -78,7 +47,7 @@ def _qkv(batch, length, heads, head_dim, seed):
     return [2 * torch.randn(batch, length, heads, head_dim, generator=generator) for _ in range(3)]
 
 
-def test_led_base_window_matches_the_sdpa_path(library):
+def test_led_base_window_matches_the_sdpa_path(compiled_kernels):
     """A long input with led-base's window (w = 512) and head size (64): many blocks, padding, global tokens."""
     q, k, v = _qkv(2, 2100, 2, 64, seed=1)
     attention_mask = torch.ones(2, 2100, dtype=torch.long)
@@ -96,7 +65,7 @@ def test_led_base_window_matches_the_sdpa_path(library):
     assert relative_error(out[rows], expected[rows]) < TOL
 
 
-def test_same_bits_whatever_the_threads_and_the_batch(library):
+def test_same_bits_whatever_the_threads_and_the_batch(compiled_kernels):
     """A document's local attention does not depend on the thread count, or on a longer document padding it
     in a batch (the CLI resumes a killed run with documents in other batches and must write the same bytes)."""
     q, k, v = _qkv(1, 700, 2, 16, seed=2)
@@ -122,7 +91,7 @@ def test_same_bits_whatever_the_threads_and_the_batch(library):
     assert torch.equal(batched[0, :700], reference_out[0])
 
 
-def test_declines_where_it_must_not_run(library):
+def test_declines_where_it_must_not_run(compiled_kernels):
     q, k, v = _qkv(1, 50, 2, 8, seed=4)
     layout = EncoderMaskLayout.build(torch.ones(1, 50, dtype=torch.long), None)
     assert band_attention.local_attention(q, k, v, layout, 4) is None  # autograd on: SDPA records the graph
@@ -137,7 +106,7 @@ def test_declines_where_it_must_not_run(library):
             assert band_attention.local_attention(q, k, v, layout, 4) is None
 
 
-def test_the_encoder_is_the_same_with_and_without_the_kernel(library, calls):
+def test_the_encoder_is_the_same_with_and_without_the_kernel(compiled_kernels, calls):
     """The tiny model's whole encoder (head size 8), kernel against SDPA path."""
     from conftest import TINY
     from spacy_led.modeling.config import LEDConfig

@@ -1,9 +1,6 @@
 """fewrow (the decoder step's compiled few-row products): the same numbers as torch's products for every row
 count, ragged shapes and thread splits; None wherever it must not run; a failed build of the compiled kernels
 (kernels.py) falls back to torch with a warning instead of breaking generation or the encoder."""
-import os
-import shutil
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,17 +18,8 @@ def _close(actual, expected):
     assert error < TOLERANCE, error
 
 
-@pytest.fixture
-def library():
-    if kernels._cpu_supported() is not None or shutil.which(os.environ.get("CC") or "cc") is None:
-        pytest.skip("the compiled kernels run on Linux x86-64 with AVX2/FMA and a C compiler only")
-    lib = fewrow.library()
-    assert lib is not None, "fewrow did not build on a machine that supports it"
-    return lib
-
-
 @pytest.mark.parametrize("rows", range(1, fewrow.MAX_ROWS + 1))
-def test_linear_matches_torch_for_every_row_count(library, rows):
+def test_linear_matches_torch_for_every_row_count(compiled_kernels, rows):
     """Output features not a multiple of any tile (37, 101), inputs with and without a k % 8 tail (13, 40,
     600), with and without bias; 101 x 600 is large enough to run on two threads."""
     generator = torch.Generator().manual_seed(rows)
@@ -50,7 +38,7 @@ def test_linear_matches_torch_for_every_row_count(library, rows):
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4, 8])
-def test_batched_products_match_torch(library, rows):
+def test_batched_products_match_torch(compiled_kernels, rows):
     """Cross-attention's shapes: (inputs, heads, rows, k) x (inputs, heads, n, k); 2 x 3 products of 101 x 600
     split between two threads in the middle of a product."""
     generator = torch.Generator().manual_seed(10 + rows)
@@ -66,7 +54,7 @@ def test_batched_products_match_torch(library, rows):
         torch.set_num_threads(threads)
 
 
-def test_none_where_it_must_not_run(library):
+def test_none_where_it_must_not_run(compiled_kernels):
     x, weight = torch.randn(2, 16), torch.randn(8, 16)
     with torch.no_grad():
         assert fewrow.linear(torch.randn(fewrow.MAX_ROWS + 1, 16), weight, None) is None
@@ -87,7 +75,7 @@ def _fresh_state(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("compiler, message", [("false", "failed to compile"),
                                                ("no-such-compiler", "no C compiler found")])
-def test_a_failed_build_falls_back_with_a_warning(library, monkeypatch, tmp_path, compiler, message):
+def test_a_failed_build_falls_back_with_a_warning(compiled_kernels, monkeypatch, tmp_path, compiler, message):
     _fresh_state(monkeypatch, tmp_path)
     monkeypatch.setenv("CC", compiler)
     with pytest.warns(RuntimeWarning, match=message):
@@ -108,7 +96,7 @@ def test_switched_off_by_the_environment(monkeypatch, tmp_path, recwarn):
     assert not list(tmp_path.iterdir())  # nothing was built
 
 
-def test_a_row_gets_the_same_numbers_alone_or_in_a_padded_batch(library):
+def test_a_row_gets_the_same_numbers_alone_or_in_a_padded_batch(compiled_kernels):
     """Bit for bit: the CLI resumes a killed run with documents in other batches (other row counts, other
     padding of the cross-attention keys) and must write the bytes the whole run would have written. A key
     position past a row's end has probability 0 (x is 0 there) whatever the padded values hold."""
