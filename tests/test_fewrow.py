@@ -88,6 +88,29 @@ def test_a_failed_build_falls_back_with_a_warning(compiled_kernels, monkeypatch,
     assert not list(tmp_path.glob("*.so"))
 
 
+def test_other_packages_openmp_runtimes_do_not_switch_the_kernels_off(compiled_kernels, monkeypatch, tmp_path,
+                                                                     recwarn):
+    """A process where scikit-learn (say) loaded its own vendored libgomp beside torch's: the kernels resolve
+    libgomp.so.1 to torch's and must load; only a runtime that loading them adds turns them off."""
+    _fresh_state(monkeypatch, tmp_path)
+    real = kernels._openmp_runtimes
+    vendored = "/site-packages/scikit_learn.libs/libgomp-e985bcbb.so.1.0.0"
+    monkeypatch.setattr(kernels, "_openmp_runtimes", lambda: real() | {vendored})
+    assert kernels.library() is not None
+    assert not [w for w in recwarn.list if issubclass(w.category, RuntimeWarning)]
+
+    _fresh_state(monkeypatch, tmp_path)
+    seen = []
+
+    def one_more_after_loading():
+        seen.append(None)
+        return real() | ({"/elsewhere/libomp.so"} if len(seen) > 1 else set())
+
+    monkeypatch.setattr(kernels, "_openmp_runtimes", one_more_after_loading)
+    with pytest.warns(RuntimeWarning, match="loaded a second OpenMP runtime .*libomp.so"):
+        assert kernels.library() is None
+
+
 def test_switched_off_by_the_environment(monkeypatch, tmp_path, recwarn):
     _fresh_state(monkeypatch, tmp_path)
     monkeypatch.setenv("SPACY_LED_KERNELS", "0")

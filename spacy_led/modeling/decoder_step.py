@@ -135,8 +135,8 @@ class _LayerStep:
         v = _linear(cross.v_proj, flat).view(batch, length, self.heads, self.head_dim)
         self.cross_keys = k.transpose(1, 2).contiguous()  # (inputs, H, S, D)
         # fewrow multiplies the probabilities by the values' rows of S: it keeps them (inputs, H, D, S)
-        self.values_transposed = (fewrow.library() is not None and encoded.device.type == "cpu"
-                                  and dtype == torch.float32 and rows // batch <= fewrow.MAX_ROWS)
+        self.values_transposed = (encoded.device.type == "cpu" and dtype == torch.float32
+                                  and rows // batch <= fewrow.MAX_ROWS and fewrow.library() is not None)
         self.cross_values = (v.permute(0, 2, 3, 1) if self.values_transposed else v.transpose(1, 2)).contiguous()
 
     def project_qkv(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

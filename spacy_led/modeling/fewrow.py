@@ -45,10 +45,10 @@ def _products(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
     """``F.linear(x, weight, bias)`` for x of 1..8 rows (rows, in), or None where the library cannot do it."""
-    if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS or torch.is_grad_enabled() or library() is None:
+    if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS or torch.is_grad_enabled():
         return None
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    if not _usable(*tensors):
+    if not _usable(*tensors) or library() is None:  # (on a GPU the CPU kernels are never built)
         return None
     out = x.new_empty((x.shape[0], weight.shape[0]))
     _products(weight, x, bias, out)
@@ -60,8 +60,8 @@ def batched_products(x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Te
     leading dimensions, or None where the library cannot do it. Cross-attention in one step: queries times
     keys (n = positions), and probabilities times the transposed values (n = head_dim)."""
     if (x.dim() < 3 or x.shape[:-2] != weight.shape[:-2] or x.shape[-1] != weight.shape[-1]
-            or not 1 <= x.shape[-2] <= MAX_ROWS or torch.is_grad_enabled() or library() is None
-            or not _usable(x, weight)):
+            or not 1 <= x.shape[-2] <= MAX_ROWS or torch.is_grad_enabled() or not _usable(x, weight)
+            or library() is None):
         return None
     out = x.new_empty((*x.shape[:-1], weight.shape[-2]))
     _products(weight, x, None, out)

@@ -102,11 +102,14 @@ def _load() -> Optional[ctypes.CDLL]:
     except (OSError, RuntimeError) as error:
         warnings.warn(f"spacy-led: {FALLBACK} (slower on the CPU): {error}", RuntimeWarning, stacklevel=3)
         return None
-    runtimes = _openmp_runtimes()
-    if len(runtimes) > 1 or (before and runtimes != before):
+    # The library links libgomp.so.1, which the loader resolves to torch's (already loaded under that name).
+    # Runtimes that other packages vendor under their own names (scikit-learn's libgomp-<hash>.so) do not
+    # matter to it; only a runtime that loading it brought in would mean a second thread pool beside torch's.
+    added = _openmp_runtimes() - before if before else set()
+    if added:
         warnings.warn(
-            f"spacy-led: {FALLBACK}: {target.name} loaded a second OpenMP runtime "
-            f"({', '.join(sorted(runtimes))}) beside torch's; two thread pools on the same cores would slow both.",
+            f"spacy-led: {FALLBACK}: {target.name} loaded a second OpenMP runtime ({', '.join(sorted(added))}) "
+            f"beside torch's ({', '.join(sorted(before))}); two thread pools on the same cores would slow both.",
             RuntimeWarning, stacklevel=3)
         return None
     library.fewrow_linear.argtypes = [_PTR, _C_LONG, _PTR, _C_LONG, _C_LONG, _PTR, _PTR, _C_LONG, _C_LONG,
