@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_modeling import LED_BASE_SHAPE, _encoder_inputs, _loadavg, _rel_diff, _setup_torch  # noqa: E402
 
 
@@ -67,8 +66,7 @@ def main() -> int:
     if kernels.library() is None:
         sys.exit("the compiled kernels are not available on this machine (see spacy_led/modeling/kernels.py)")
     heads, d_model = LED_BASE_SHAPE["encoder_attention_heads"], LED_BASE_SHAPE["d_model"]
-    window = LED_BASE_SHAPE["attention_window"][0] if isinstance(LED_BASE_SHAPE["attention_window"], list) \
-        else LED_BASE_SHAPE["attention_window"]
+    window = LED_BASE_SHAPE["attention_window"]
     head_dim, one_sided = d_model // heads, window // 2
     print(f"threads {args.threads}, load average {_loadavg()}, torch {torch.__version__}; "
           f"{heads} heads x {head_dim}, window {window}")
@@ -96,7 +94,7 @@ def main() -> int:
             _report(f"one layer's local attention, {length} tokens", times, outputs, flop)
 
         if not args.no_encoder:
-            config = LEDConfig(**{key: value for key, value in LED_BASE_SHAPE.items()})
+            config = LEDConfig(**LED_BASE_SHAPE)
             torch.manual_seed(args.seed)
             encoder = LEDModel(config).eval().encoder
             for length in args.lengths:

@@ -5,6 +5,8 @@ outputs depend on the input (with the default 0.02 a random model says the same 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -32,6 +34,17 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor, floor: float = 
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     scale = expected.detach().abs().max().clamp_min(floor)
     return float((actual.detach() - expected.detach()).abs().max() / scale)
+
+
+@contextmanager
+def torch_threads(count: int):
+    """torch's intra-op thread count set to ``count`` inside the block, restored after it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def make_batch(batch=3, length=123, vocab=99, pad_lengths=(123, 100, 50), globals_per_row=((0, 7, 60), (0,), ()), seed=0):

@@ -10,7 +10,7 @@ import torch
 from spacy_led.modeling import band_attention, kernels
 from spacy_led.modeling.attention import EncoderMaskLayout, LEDEncoderSelfAttention
 
-from conftest import relative_error
+from conftest import relative_error, torch_threads
 from test_attention_kernel import random_case, reference
 
 TOL = 1e-5  # of the largest value, as tests/test_attention_kernel.py
@@ -70,14 +70,11 @@ def test_same_bits_whatever_the_threads_and_the_batch(compiled_kernels):
     in a batch (the CLI resumes a killed run with documents in other batches and must write the same bytes)."""
     q, k, v = _qkv(1, 700, 2, 16, seed=2)
     alone = EncoderMaskLayout.build(torch.ones(1, 700, dtype=torch.long), torch.eye(1, 700, dtype=torch.long))
-    threads = torch.get_num_threads()
     with torch.no_grad():
-        reference_out = band_attention.local_attention(q, k, v, alone, 40)
-        try:
-            torch.set_num_threads(1)
+        with torch_threads(2):
+            reference_out = band_attention.local_attention(q, k, v, alone, 40)
+        with torch_threads(1):
             assert torch.equal(band_attention.local_attention(q, k, v, alone, 40), reference_out)
-        finally:
-            torch.set_num_threads(threads)
         other_q, other_k, other_v = _qkv(1, 1000, 2, 16, seed=3)
         padded = [torch.cat([torch.cat([t, torch.randn(1, 300, 2, 16)], dim=1), o]) for t, o in
                   ((q, other_q), (k, other_k), (v, other_v))]

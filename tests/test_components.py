@@ -11,7 +11,7 @@ from spacy_led.pipes import base
 from spacy_led.pipes.base import DocumentTooLong
 from spacy_led.tokenizer import LEDTokenizer
 
-from conftest import LONG_TEXT, SAMPLE_TEXTS
+from conftest import LONG_TEXT, SAMPLE_TEXTS, torch_threads
 
 TEXTS = SAMPLE_TEXTS
 
@@ -420,12 +420,8 @@ def test_n_process_workers_use_one_torch_thread(summarizer_checkpoint):
     nlp.add_pipe("led_summarizer", config={"checkpoint": str(summarizer_checkpoint), "num_beams": 1,
                                            "max_summary_length": 6})
     nlp.add_pipe("test_record_torch_threads")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
+    with torch_threads(2):
         docs = list(nlp.pipe(TEXTS[:4], n_process=2, batch_size=2))
         assert [d.user_data["torch_threads"] for d in docs] == [1, 1, 1, 1]
         assert all(d._.summary for d in docs)
         assert nlp(TEXTS[0]).user_data["torch_threads"] == 2  # the parent keeps its setting
-    finally:
-        torch.set_num_threads(threads)

@@ -8,14 +8,14 @@ import torch.nn.functional as F
 from spacy_led.modeling import band_attention, fewrow, kernels
 from spacy_led.modeling.attention import EncoderMaskLayout
 
+from conftest import relative_error, torch_threads
+
 TOLERANCE = 1e-6  # relative to the largest value: the same sums in another order
 
 
 def _close(actual, expected):
     assert actual is not None
-    assert actual.shape == expected.shape
-    error = float((actual - expected).abs().max() / expected.abs().max())
-    assert error < TOLERANCE, error
+    assert relative_error(actual, expected) < TOLERANCE, relative_error(actual, expected)
 
 
 @pytest.mark.parametrize("rows", range(1, fewrow.MAX_ROWS + 1))
@@ -23,18 +23,13 @@ def test_linear_matches_torch_for_every_row_count(compiled_kernels, rows):
     """Output features not a multiple of any tile (37, 101), inputs with and without a k % 8 tail (13, 40,
     600), with and without bias; 101 x 600 is large enough to run on two threads."""
     generator = torch.Generator().manual_seed(rows)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.no_grad():
-            for n, k in ((37, 13), (37, 40), (101, 600)):
-                x = torch.randn(rows, k, generator=generator)
-                weight = torch.randn(n, k, generator=generator)
-                bias = torch.randn(n, generator=generator)
-                _close(fewrow.linear(x, weight, bias), F.linear(x, weight, bias))
-                _close(fewrow.linear(x, weight, None), F.linear(x, weight))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(2), torch.no_grad():
+        for n, k in ((37, 13), (37, 40), (101, 600)):
+            x = torch.randn(rows, k, generator=generator)
+            weight = torch.randn(n, k, generator=generator)
+            bias = torch.randn(n, generator=generator)
+            _close(fewrow.linear(x, weight, bias), F.linear(x, weight, bias))
+            _close(fewrow.linear(x, weight, None), F.linear(x, weight))
 
 
 @pytest.mark.parametrize("rows", [1, 3, 4, 8])
@@ -42,16 +37,11 @@ def test_batched_products_match_torch(compiled_kernels, rows):
     """Cross-attention's shapes: (inputs, heads, rows, k) x (inputs, heads, n, k); 2 x 3 products of 101 x 600
     split between two threads in the middle of a product."""
     generator = torch.Generator().manual_seed(10 + rows)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.no_grad():
-            for n, k in ((21, 64), (101, 600)):
-                x = torch.randn(2, 3, rows, k, generator=generator)
-                weight = torch.randn(2, 3, n, k, generator=generator)
-                _close(fewrow.batched_products(x, weight), x @ weight.transpose(-1, -2))
-    finally:
-        torch.set_num_threads(threads)
+    with torch_threads(2), torch.no_grad():
+        for n, k in ((21, 64), (101, 600)):
+            x = torch.randn(2, 3, rows, k, generator=generator)
+            weight = torch.randn(2, 3, n, k, generator=generator)
+            _close(fewrow.batched_products(x, weight), x @ weight.transpose(-1, -2))
 
 
 def test_none_where_it_must_not_run(compiled_kernels):

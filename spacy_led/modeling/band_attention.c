@@ -204,7 +204,7 @@ int band_attention(const float *q, const float *k, const float *v, long B, long 
             }
         }
         float *s = aligned_alloc(32, BLOCK * lds * sizeof(float) + BLOCK * D * sizeof(float));
-        float *o = s + BLOCK * lds;  /* the block's outputs before normalisation */
+        float *o = s == NULL ? NULL : s + BLOCK * lds;  /* the block's outputs before normalisation */
         if (s == NULL) {
 #pragma omp atomic write
             failed = 1;

@@ -14,7 +14,6 @@ of 8, tracing for an export, or no kernels) and the caller keeps the SDPA path.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -30,9 +29,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, o
     if (dropout or torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_compiling()
             or head_dim % 8 or head_dim > 1024):
         return None
-    if not all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in (q, k, v)):
-        return None
-    lib = kernels.library()
+    lib = kernels.library() if kernels.usable(q, k, v) else None  # (on a GPU the CPU kernels are never built)
     if lib is None:
         return None
     key_ok = layout.scratch_of("band_key_ok", lambda: (~(layout.is_pad | layout.is_global)).to(torch.uint8))
@@ -43,9 +40,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout, o
     if scratch.data_ptr() % 32:
         return None  # (torch's CPU allocations are 64-byte aligned; the packed keys are read 32 bytes at a time)
     out = q.new_empty(batch, length, heads * head_dim)
-    named = (torch.profiler.record_function(f"band_attention B={batch} L={length} H={heads} D={head_dim} w={one_sided}")
-             if torch.autograd._profiler_enabled() else nullcontext())
-    with named:
+    with kernels.profiled(lambda: f"band_attention B={batch} L={length} H={heads} D={head_dim} w={one_sided}"):
         status = lib.band_attention(
             q.data_ptr(), k.data_ptr(), v.data_ptr(), batch, length, heads, head_dim, one_sided,
             key_ok.data_ptr(), global_keys.data_ptr(), global_values.data_ptr(), slot_ok.data_ptr(),

@@ -9,7 +9,6 @@ uses torch's products.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Optional
 
 import torch
@@ -21,21 +20,13 @@ library = kernels.library
 disabled = kernels.disabled
 
 
-def _usable(*tensors: torch.Tensor) -> bool:
-    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous()
-               for t in tensors)
-
-
 def _products(weight: torch.Tensor, x: torch.Tensor, bias: Optional[torch.Tensor], out: torch.Tensor) -> None:
     """out[..., r, n] = x[..., r, :] . weight[..., n, :] (+ bias[n]) over the leading (batch) dimensions."""
     lib = library()
     rows, k = x.shape[-2:]
     n = weight.shape[-2]
     batch = out.numel() // (rows * n) if out.numel() else 0
-    # Named for torch.profiler when it runs (bench_generate.py --profile), which sees no ctypes call otherwise.
-    named = (torch.profiler.record_function(f"fewrow::products batch={batch} rows={rows} n={n} k={k}")
-             if torch.autograd._profiler_enabled() else nullcontext())
-    with named:
+    with kernels.profiled(lambda: f"fewrow::products batch={batch} rows={rows} n={n} k={k}"):
         status = lib.fewrow_linear(weight.data_ptr(), n * k, x.data_ptr(), rows * k, k,
                                    None if bias is None else bias.data_ptr(), out.data_ptr(), rows * n, n,
                                    batch, n, k, rows, torch.get_num_threads())
@@ -48,7 +39,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) 
     if x.dim() != 2 or not 1 <= x.shape[0] <= MAX_ROWS or torch.is_grad_enabled():
         return None
     tensors = (x, weight) if bias is None else (x, weight, bias)
-    if not _usable(*tensors) or library() is None:  # (on a GPU the CPU kernels are never built)
+    if not kernels.usable(*tensors) or library() is None:  # (on a GPU the CPU kernels are never built)
         return None
     out = x.new_empty((x.shape[0], weight.shape[0]))
     _products(weight, x, bias, out)
@@ -60,7 +51,7 @@ def batched_products(x: torch.Tensor, weight: torch.Tensor) -> Optional[torch.Te
     leading dimensions, or None where the library cannot do it. Cross-attention in one step: queries times
     keys (n = positions), and probabilities times the transposed values (n = head_dim)."""
     if (x.dim() < 3 or x.shape[:-2] != weight.shape[:-2] or x.shape[-1] != weight.shape[-1]
-            or not 1 <= x.shape[-2] <= MAX_ROWS or torch.is_grad_enabled() or not _usable(x, weight)
+            or not 1 <= x.shape[-2] <= MAX_ROWS or torch.is_grad_enabled() or not kernels.usable(x, weight)
             or library() is None):
         return None
     out = x.new_empty((*x.shape[:-1], weight.shape[-2]))

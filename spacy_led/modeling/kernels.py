@@ -25,9 +25,11 @@ import sys
 import tempfile
 import threading
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Callable, ContextManager, Optional
+
+import torch
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("fewrow.c", "band_attention.c"))
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
@@ -123,6 +125,17 @@ def _load() -> Optional[ctypes.CDLL]:
     if library.fewrow_max_rows() != FEWROW_MAX_ROWS:
         return None
     return library
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """Whether the kernels can read these tensors: float32, on the CPU, contiguous."""
+    return all(t.device.type == "cpu" and t.dtype == torch.float32 and t.is_contiguous() for t in tensors)
+
+
+def profiled(label: Callable[[], str]) -> ContextManager:
+    """A kernel call named ``label()`` for torch.profiler when it runs (which sees no ctypes call otherwise;
+    ``bench_generate.py --profile``), else a null context (the label is not even formatted)."""
+    return torch.profiler.record_function(label()) if torch.autograd._profiler_enabled() else nullcontext()
 
 
 @contextmanager
