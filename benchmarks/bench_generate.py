@@ -42,6 +42,7 @@ Examples (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -99,9 +100,11 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float, float]:
+def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float, float, float]:
     """Median seconds per decoder step for ``rows`` rows of one input: DecoderStep, DecoderStep with torch's
-    products (fewrow off), the general path."""
+    products (fewrow off), the general path, and (one row; else nan) the greedy step as generation runs it,
+    through the LM head's int8 screen (``DecoderStep.greedy_tokens``; ``fast`` is then the same step computing
+    every logit)."""
     from spacy_led.modeling import fewrow
     from spacy_led.modeling.decoder_step import DecoderStep
     from spacy_led.modeling.model import DecoderCache
@@ -124,6 +127,12 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
     fast_time = time_decoder_step()
     with fewrow.disabled():
         torch_time = time_decoder_step()
+    screened_time = float("nan")
+    if rows == 1:
+        screened = DecoderStep(model, encoded, mask, group=1, max_positions=steps + 1)
+        keep = lambda scores: scores  # noqa: E731  (no processor: the benchmark's min_length ban costs ~nothing)
+        screened.greedy_tokens(tokens, keep)  # builds the int8 copy of the head (once per weight)
+        screened_time = _median_step(lambda: screened.greedy_tokens(tokens, keep), steps)
     cache = DecoderCache(rows)
 
     def general_step():
@@ -135,7 +144,7 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
 
     general_step()
     general_time = _median_step(general_step, steps)
-    return fast_time, torch_time, general_time
+    return fast_time, torch_time, general_time, screened_time
 
 
 STEP_GOAL = 2.0  # step / floor, greedy and beams
@@ -146,6 +155,8 @@ PRODUCTS = {"aten::addmm", "aten::mm", "aten::mv", "aten::bmm", "aten::baddbmm"}
 
 def _part(name: str, shapes, vocab: int, source_length: int) -> str:
     """The part of a decoder step an operator (name, input shapes) belongs to."""
+    if name.startswith("greedy_head::"):  # the int8 screen of the LM head and its candidates (greedy_head.py)
+        return "LM head product"
     if name.startswith("fewrow::"):  # "fewrow::products batch=B rows=R n=N k=K" (fewrow.py)
         sizes = dict(item.split("=") for item in name.split()[1:])
         if int(sizes["n"]) == vocab:
@@ -214,23 +225,32 @@ def batched_inputs(torch, lengths: List[int], seed: int):
     return ids, mask, glob
 
 
+FULL_HEAD = "ours, every logit"  # greedy with the LM head's int8 screen off (greedy_head.disabled())
+
+
 def compare_generate(torch, models, inputs, beams: int, new_tokens: int, repeats: int) -> Dict[str, object]:
-    times: Dict[str, List[float]] = {"ours": [], "transformers": []}
+    """Median seconds of ours and transformers (and for greedy, ours with the screen off), alternating order."""
+    from spacy_led.modeling import greedy_head
+
+    impls = ["ours", "transformers"] + ([FULL_HEAD] if beams == 1 else [])
+    times: Dict[str, List[float]] = {impl: [] for impl in impls}
     outputs = {}
     for rep in range(repeats):
-        order = ("ours", "transformers") if rep % 2 == 0 else ("transformers", "ours")
-        for impl in order:
+        for impl in impls if rep % 2 == 0 else impls[::-1]:
             outputs.pop(impl, None)
             start = time.perf_counter()
-            with torch.no_grad():
-                outputs[impl] = _generate_call(impl, models[impl], inputs, beams, new_tokens)
+            with torch.no_grad(), greedy_head.disabled() if impl == FULL_HEAD else contextlib.nullcontext():
+                model = models["ours" if impl == FULL_HEAD else impl]
+                outputs[impl] = _generate_call("ours" if impl == FULL_HEAD else impl, model, inputs, beams,
+                                               new_tokens)
             times[impl].append(time.perf_counter() - start)
             print(f"    {impl}: {times[impl][-1]:.1f} s", file=sys.stderr, flush=True)
-    ours, theirs = statistics.median(times["ours"]), statistics.median(times["transformers"])
-    identical = outputs["ours"].shape == outputs["transformers"].shape and bool(
-        torch.equal(outputs["ours"], outputs["transformers"]))
-    return {"ours": ours, "transformers": theirs, "ratio": theirs / ours, "identical": identical,
-            "shape": tuple(outputs["ours"].shape), "load": _loadavg()}
+    medians = {impl: statistics.median(values) for impl, values in times.items()}
+    identical = all(outputs[impl].shape == outputs["transformers"].shape
+                    and bool(torch.equal(outputs[impl], outputs["transformers"])) for impl in impls)
+    return {"ours": medians["ours"], "transformers": medians["transformers"],
+            "ratio": medians["transformers"] / medians["ours"], "full_head": medians.get(FULL_HEAD),
+            "identical": identical, "shape": tuple(outputs["ours"].shape), "load": _loadavg()}
 
 
 def main(argv=None) -> int:
@@ -280,11 +300,16 @@ def main(argv=None) -> int:
             floors = {}
             for rows in (1, args.beams):
                 with torch.inference_mode():
-                    fast, torch_products, general = time_steps(torch, ours, encoded, mask, rows, args.steps)
+                    fast, torch_products, general, screened = time_steps(torch, ours, encoded, mask, rows,
+                                                                         args.steps)
                 parts = step_bytes(ours, 1, args.length, rows, args.steps / 2)
                 floor = sum(parts.values()) / bandwidth
                 floors[rows] = parts
-                label = "greedy" if rows == 1 else f"{rows} beams"
+                label = "greedy, every logit" if rows == 1 else f"{rows} beams"
+                if rows == 1:  # the greedy step as generation runs it: the int8-screened LM head
+                    print(f"| greedy (int8-screened LM head) | {screened * 1e3:.0f} ms | - | - | - | "
+                          f"{floor * 1e3:.0f} ms | {screened / floor:.2f}x | "
+                          f"{'met' if screened / floor <= STEP_GOAL else 'not met'} |", flush=True)
                 print(f"| {label} | {fast * 1e3:.0f} ms | {torch_products * 1e3:.0f} ms | {general * 1e3:.0f} ms | "
                       f"{torch_products / fast:.2f}x | "
                       f"{floor * 1e3:.0f} ms ({sum(parts.values()) / 2**20:.0f} MiB: weights "
@@ -342,6 +367,11 @@ def main(argv=None) -> int:
                       f"{result['ratio']:.2f}x | {goal:g}x {'met' if result['ratio'] >= goal else 'not met'} | "
                       f"{'yes' if result['identical'] else 'NO'} | {result['load']} |",
                       flush=True)
+                if result["full_head"] is not None:
+                    full = result["full_head"]
+                    print(f"| {label}, every logit (int8 screen off) | {full:.1f} s | {result['transformers']:.1f} s | "
+                          f"{result['transformers'] / full:.2f}x | (screen: {full / result['ours']:.2f}x) | "
+                          f"{'yes' if result['identical'] else 'NO'} | {result['load']} |", flush=True)
     if failures:
         print(f"{failures} case(s) gave different token ids from transformers", file=sys.stderr)
     return 1 if failures else 0

@@ -24,20 +24,23 @@ with
   library cannot be used, or for more rows, products of 2..FEW_ROWS rows run as ``W @ x^T``: with MKL on
   this machine's CPU the product ``x @ W^T`` that ``nn.Linear`` computes reads the weight 2-3x slower for
   2-32 rows than the same product the other way round (one row is a matrix-vector product either way and
-  stays ``nn.Linear``); the bias is added in the pass that transposes the result back into rows.
+  stays ``nn.Linear``); the bias is added in the pass that transposes the result back into rows;
+- for greedy search, ``greedy_tokens``: the next token through an int8 copy of the LM head with a proven
+  error bound, and the float32 logits of the few tokens the bound cannot rule out (``greedy_head``): the
+  full product's token, reading a quarter of the head's bytes.
 
 A layer that is not a plain ``nn.Linear`` (a quantized one, say) is simply called, so this stays correct
 whatever replaced it.
 """
 from __future__ import annotations
 
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import fewrow
+from . import fewrow, greedy_head
 
 # Up to this many rows a linear layer on the CPU runs as W @ x^T (see the module docstring); more rows are a
 # real matrix product, where nn.Linear's own kernel is the better one.
@@ -230,6 +233,22 @@ class DecoderStep:
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Float32 next-token logits (rows, vocab) after feeding ``tokens`` (rows,)."""
+        return self._head(self._hidden(tokens))
+
+    def greedy_tokens(self, tokens: torch.Tensor, ban: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``ban(self.logits(tokens)).argmax(-1)`` for a ``ban`` that only sets scores to -inf: through the LM
+        head's int8 copy where ``greedy_head`` can answer (the same tokens, fewer bytes read), else the same
+        expression."""
+        hidden = self._hidden(tokens)
+        model = self.model
+        if type(model.lm_head) is nn.Linear and model.lm_head.bias is None and hidden.dtype == torch.float32:
+            found = greedy_head.argmax(hidden, model.lm_head.weight, model.final_logits_bias[0], ban)
+            if found is not None:
+                return found.to(tokens.device)
+        return ban(self._head(hidden)).argmax(dim=-1)
+
+    def _hidden(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The last decoder layer's output (rows, d) after feeding ``tokens`` (rows,); advances the position."""
         if self.position >= self.max_positions:
             raise ValueError(f"the decoder step's caches hold {self.max_positions} positions; all are used.")
         decoder, position = self.decoder, self.position
@@ -238,6 +257,9 @@ class DecoderStep:
         for layer in self.layers:
             hidden = layer(hidden, position, self.cross_mask, self.group)
         self.position += 1
+        return hidden
+
+    def _head(self, hidden: torch.Tensor) -> torch.Tensor:
         model = self.model
         if type(model.lm_head) is nn.Linear and model.lm_head.bias is None:
             bias = model.final_logits_bias[0].to(hidden.dtype)

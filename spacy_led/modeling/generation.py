@@ -333,23 +333,23 @@ def _score_processors(settings: GenerationSettings, input_ids: torch.Tensor) -> 
     if s.repetition_penalty != 1.0:
         found.append(partial(_penalize_repeated_tokens, penalty=s.repetition_penalty))
     if s.no_repeat_ngram_size:
-        found.append(partial(_ban_repeated_ngrams, n=s.no_repeat_ngram_size))
+        found.append(_bans(partial(_ban_repeated_ngrams, n=s.no_repeat_ngram_size)))
     if s.encoder_no_repeat_ngram_size and input_ids.shape[1] >= s.encoder_no_repeat_ngram_size:
-        found.append(partial(_ban_input_ngrams, n=s.encoder_no_repeat_ngram_size,
-                             input_ngrams=input_ids.unfold(1, s.encoder_no_repeat_ngram_size, 1)))
+        found.append(_bans(partial(_ban_input_ngrams, n=s.encoder_no_repeat_ngram_size,
+                                   input_ngrams=input_ids.unfold(1, s.encoder_no_repeat_ngram_size, 1))))
     if s.bad_words_ids:
-        found.append(_bad_words_processor(s.bad_words_ids, input_ids.device))
+        found.append(_bans(_bad_words_processor(s.bad_words_ids, input_ids.device)))
     if s.eos_token_ids and s.min_length > 1:
-        found.append(partial(_ban_while_shorter, tokens=list(s.eos_token_ids), limit=s.min_length))
+        found.append(_bans(partial(_ban_while_shorter, tokens=list(s.eos_token_ids), limit=s.min_length)))
     if s.forced_bos_token_id is not None:
-        found.append(partial(_force_at, tokens=[s.forced_bos_token_id], position=1))
+        found.append(_bans(partial(_force_at, tokens=[s.forced_bos_token_id], position=1)))
     if s.forced_eos_token_ids:
-        found.append(partial(_force_at, tokens=list(s.forced_eos_token_ids), position=s.max_length - 1))
+        found.append(_bans(partial(_force_at, tokens=list(s.forced_eos_token_ids), position=s.max_length - 1)))
     if s.suppress_tokens:
-        found.append(partial(_ban_while_shorter, tokens=list(s.suppress_tokens), limit=s.max_length))
+        found.append(_bans(partial(_ban_while_shorter, tokens=list(s.suppress_tokens), limit=s.max_length)))
     if s.begin_suppress_tokens:
         first = 1 if s.forced_bos_token_id is None else 2
-        found.append(partial(_ban_at, tokens=list(s.begin_suppress_tokens), position=first))
+        found.append(_bans(partial(_ban_at, tokens=list(s.begin_suppress_tokens), position=first)))
     if s.do_sample:
         keep = 1 if s.num_beams == 1 else len(s.eos_token_ids) + 1 if s.eos_token_ids else 2
         if s.temperature != 1.0:
@@ -361,6 +361,17 @@ def _score_processors(settings: GenerationSettings, input_ids: torch.Tensor) -> 
     if s.renormalize_logits:
         found.append(lambda scores, *_: scores.log_softmax(dim=-1))
     return found
+
+
+def _bans(processor: Processor) -> Processor:
+    """Mark ``processor`` as one that only sets scores to -inf, chosen by the tokens so far and not by the
+    scores (greedy search may then run it on the LM head's int8 logits: ``greedy_head``)."""
+    processor.only_bans = True
+    return processor
+
+
+def _only_bans(processors: List[Processor]) -> bool:
+    return all(getattr(processor, "only_bans", False) for processor in processors)
 
 
 def _process(processors: List[Processor], scores, history, length: int, inputs) -> torch.Tensor:
@@ -512,22 +523,29 @@ def _greedy_search(start_decoder, encoded, mask, settings: GenerationSettings, p
         log_prob_sums = torch.zeros(batch, dtype=torch.float32, device=device)
         token_counts = torch.zeros(batch, dtype=torch.long, device=device)
     needs_history, needs_inputs = settings.needs_history, settings.needs_inputs
+    # Only the argmax is kept: the next token through the LM head's int8 copy (greedy_head), the same token.
+    argmax_only = (not settings.do_sample and not settings.return_dict_in_generate and not settings.records_steps
+                   and _only_bans(processors) and hasattr(run, "greedy_tokens"))
     last = sequences[:, 0]
     length = 1
     for step in range(1, settings.max_length):
-        logits = run.logits(last)
-        if settings.output_logits:
-            steps_logits.append(logits.clone())
         history = sequences[rows, :step] if needs_history else None
         inputs = torch.div(rows, group, rounding_mode="floor") if needs_inputs else None
-        scores = _process(processors, logits, history, step, inputs)
-        if settings.output_scores:
-            steps_scores.append(scores)
-        if settings.do_sample:
-            probs = _checked_probabilities(scores)
-            tokens = (probs / _noise(batch, probs.shape[-1], probs)[rows]).argmax(dim=-1)
+        if argmax_only:
+            tokens = run.greedy_tokens(last, partial(_process, processors, history=history, length=step,
+                                                     inputs=inputs))
         else:
-            tokens = scores.argmax(dim=-1)
+            logits = run.logits(last)
+            if settings.output_logits:
+                steps_logits.append(logits.clone())
+            scores = _process(processors, logits, history, step, inputs)
+            if settings.output_scores:
+                steps_scores.append(scores)
+            if settings.do_sample:
+                probs = _checked_probabilities(scores)
+                tokens = (probs / _noise(batch, probs.shape[-1], probs)[rows]).argmax(dim=-1)
+            else:
+                tokens = scores.argmax(dim=-1)
         if settings.return_dict_in_generate:
             chosen = F.log_softmax(scores, dim=-1).gather(1, tokens[:, None])[:, 0]
             log_prob_sums[rows] += chosen.masked_fill(finished, 0.0)

@@ -1,7 +1,8 @@
-"""The compiled CPU kernels: ``fewrow.c`` (generation's few-row products, ``fewrow.py``) and
-``band_attention.c`` (the encoder's sliding-window attention in inference, ``band_attention.py``).
+"""The compiled CPU kernels: ``fewrow.c`` (generation's few-row products, ``fewrow.py``),
+``band_attention.c`` (the encoder's sliding-window attention in inference, ``band_attention.py``) and
+``greedy_head.c`` (greedy search's LM head through an int8 copy, ``greedy_head.py``).
 
-Both are plain C with AVX2/FMA intrinsics and OpenMP, compiled together by the system's C compiler (``$CC``,
+All are plain C with AVX2/FMA intrinsics and OpenMP, compiled together by the system's C compiler (``$CC``,
 else ``cc``) into one library in a cache folder the first time they are needed (about a second), and loaded
 with ``ctypes`` after torch, so their OpenMP threads are torch's own (the same ``libgomp``; torch's
 ``set_num_threads`` applies).
@@ -31,8 +32,9 @@ from typing import Callable, ContextManager, Optional
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("fewrow.c", "band_attention.c"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("fewrow.c", "band_attention.c", "greedy_head.c"))
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
+LIBRARIES = ("-lm",)
 FEWROW_MAX_ROWS = 8  # fewrow.c's MAX_ROWS
 
 _lock = threading.Lock()
@@ -81,9 +83,10 @@ def _build(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         built = Path(scratch) / target.name
-        result = subprocess.run([compiler, *FLAGS, *map(str, SOURCES), "-o", str(built)], capture_output=True, text=True)
+        command = [compiler, *FLAGS, *map(str, SOURCES), "-o", str(built), *LIBRARIES]
+        result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
-            names = " and ".join(source.name for source in SOURCES)
+            names = ", ".join(source.name for source in SOURCES)
             raise RuntimeError(f"{compiler} failed to compile {names}: {result.stderr.strip()[-2000:]}")
         os.replace(built, target)  # atomic: a concurrent build replaces it with the same bytes
 
@@ -95,7 +98,7 @@ def _load() -> Optional[ctypes.CDLL]:
     if reason is not None:
         return None  # the expected state on such machines: torch's operations, no warning
     before = _openmp_runtimes()
-    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES) + " ".join(FLAGS).encode())
+    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES) + " ".join(FLAGS + LIBRARIES).encode())
     target = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
     try:
         if not target.exists():
@@ -117,6 +120,13 @@ def _load() -> Optional[ctypes.CDLL]:
     library.fewrow_linear.argtypes = [_PTR, _C_LONG, _PTR, _C_LONG, _C_LONG, _PTR, _PTR, _C_LONG, _C_LONG,
                                       _C_LONG, _C_LONG, _C_LONG, _C_INT, _C_INT]
     library.fewrow_linear.restype = _C_INT
+    library.greedy_head_int8_products.argtypes = [_PTR, _PTR, _PTR, _C_LONG, _PTR, _C_LONG, _C_LONG, _C_LONG,
+                                                  _C_INT, _C_INT]
+    library.greedy_head_int8_products.restype = _C_INT
+    library.greedy_head_quantize.argtypes = [_PTR, _C_LONG, _C_LONG, ctypes.c_double, _PTR, _PTR, _PTR, _C_INT]
+    library.greedy_head_quantize.restype = None
+    library.greedy_head_candidates.argtypes = [_PTR, _PTR, _PTR, _PTR, _PTR, _C_LONG, _C_LONG, _PTR, _PTR]
+    library.greedy_head_candidates.restype = _C_INT
     library.band_attention.argtypes = [_PTR, _PTR, _PTR, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _PTR, _PTR,
                                        _PTR, _PTR, _C_LONG, ctypes.c_float, _PTR, _PTR, _C_INT]
     library.band_attention.restype = _C_INT
