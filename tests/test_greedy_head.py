@@ -207,3 +207,10 @@ def test_settings_that_need_every_logit_keep_the_full_product(compiled_kernels, 
     with torch.no_grad():
         model.generate(ids, max_new_tokens=6, num_beams=1, **kwargs)
     assert greedy_head.calls["screened"] == 0
+
+
+def test_a_weight_that_is_not_a_number_leaves_the_answer_to_the_full_product(compiled_kernels):
+    weight, bias = _head()
+    weight[5, 3] = float("nan")
+    with torch.no_grad():
+        assert greedy_head.argmax(_hidden(1, 96), weight, bias, lambda scores: scores) is None

@@ -82,8 +82,8 @@ static void int8_range(const int8_t *q, const float *scales, long K, const float
 }
 
 /* Returns 0, or -1 when rows is outside 1..MAX_ROWS (nothing is written then). */
-int greedy_head_int8_products(const int8_t *q, const float *scales, const float *x, long ldx, float *out, long ldo,
-                       long N, long K, int rows, int threads) {
+int greedy_head_int8_products(const int8_t *q, const float *scales, const float *x, long ldx, float *out,
+                              long ldo, long N, long K, int rows, int threads) {
     if (rows < 1 || rows > MAX_ROWS) return -1;
     if (N * K < PARALLEL_MIN_BYTES) threads = 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
@@ -129,9 +129,10 @@ void greedy_head_quantize(const float *w, long N, long K, double gamma, int8_t *
  *     radius = norms[r] coef[i] + 2^-20 (|a| + |bias[i]|),
  * the tokens i not banned (processed[r][i] > -inf) whose a + radius reaches the largest a - radius of the
  * tokens not banned; written in ascending order to ids[r * N ...], their number to counts[r]. Returns 0, or
- * -1 when a row has no finite a - radius (every token banned, or numbers that are not finite). */
+ * -1 when a row has no finite a - radius (every token banned) or a NaN (a weight that is not a number, whose
+ * logit torch.argmax would pick: only the full product can answer then). */
 int greedy_head_candidates(const float *approx, const float *processed, const float *bias, const double *coef,
-                             const double *norms, long rows, long N, long *ids, long *counts) {
+                           const double *norms, long rows, long N, long *ids, long *counts) {
     const double tiny = 1.0 / (1 << 20);
     for (long r = 0; r < rows; r++) {
         const float *ar = approx + r * N, *pr = processed + r * N;
@@ -140,6 +141,7 @@ int greedy_head_candidates(const float *approx, const float *processed, const fl
             if (!(pr[i] > -INFINITY)) continue;
             const double b = bias ? fabs((double)bias[i]) : 0, a = ar[i];
             const double low = a - (norms[r] * coef[i] + tiny * (fabs(a) + b));
+            if (isnan(low)) return -1;
             best = low > best ? low : best;
         }
         if (!isfinite(best)) return -1;

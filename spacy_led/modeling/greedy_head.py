@@ -26,7 +26,8 @@ Processors that only ban tokens (``-inf``: min_length, no_repeat_ngram_size, bad
 suppressed tokens) run on the int8 logits first: which tokens they ban depends on the tokens so far, not on
 the scores, so a banned token is never a candidate. Anything else (penalties, sampling, returned scores)
 needs every logit and keeps the full product; so do more than ``fewrow.MAX_ROWS`` rows, a head that is not a
-plain float32 weight on the CPU, non-finite hidden states, and machines without the compiled kernels.
+plain float32 weight on the CPU, hidden states or weights that are not numbers, and machines without the
+compiled kernels.
 
 The int8 copy (plus two numbers per row) is built on first use and kept per weight tensor until the weight
 changes (its version counter: an optimizer's in-place update rebuilds it). The int8 products, the copy and
@@ -35,7 +36,6 @@ the candidates are compiled loops (``greedy_head.c``, built with the other kerne
 from __future__ import annotations
 
 import weakref
-from contextlib import contextmanager
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -62,19 +62,9 @@ class Int8Head:
 
 # id(weight) -> (a weak reference to it, its version key, its Int8Head); an entry leaves with its weight.
 _heads: Dict[int, Tuple[weakref.ref, tuple, Int8Head]] = {}
-_disabled = 0
+_off = kernels.OffSwitch()
+disabled = _off.off  # inside ``with disabled():`` argmax returns None: the full product (in-run baselines)
 calls = {"screened": 0, "candidates": 0}  # steps answered here, and the logits they computed in float32
-
-
-@contextmanager
-def disabled():
-    """Inside this block ``argmax`` returns None: the full product (tests' and benchmarks' in-run baseline)."""
-    global _disabled
-    _disabled += 1
-    try:
-        yield
-    finally:
-        _disabled -= 1
 
 
 def int8_head(weight: torch.Tensor, library) -> Int8Head:
@@ -93,7 +83,7 @@ def argmax(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     """The tokens (rows,) that ``ban(hidden @ weight.T + bias).argmax(-1)`` gives with ``fewrow.linear``'s
     float32 logits, where ``ban`` only sets scores to -inf (see the module docstring); None where this cannot
     answer (the caller computes every logit then)."""
-    if (_disabled or torch.is_grad_enabled() or hidden.dim() != 2 or not 1 <= hidden.shape[0] <= fewrow.MAX_ROWS
+    if (_off or torch.is_grad_enabled() or hidden.dim() != 2 or not 1 <= hidden.shape[0] <= fewrow.MAX_ROWS
             or weight.dim() != 2 or weight.shape[1] != hidden.shape[1]
             or not kernels.usable(hidden, weight, *(() if bias is None else (bias,)))):
         return None
@@ -111,11 +101,13 @@ def argmax(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
                                           approximate.data_ptr(), n, n, k, rows, torch.get_num_threads())
     if bias is not None:
         approximate += bias
-    processed = ban(approximate.clone())
+    processed = ban(approximate.clone()).contiguous()  # held by a name while the library reads it
+    if processed.shape != approximate.shape or processed.dtype != approximate.dtype:
+        return None
     ids = torch.empty((rows, n), dtype=torch.long)
     counts = torch.empty(rows, dtype=torch.long)
     with kernels.profiled(lambda: f"greedy_head::candidates rows={rows} n={n}"):
-        status = library.greedy_head_candidates(approximate.data_ptr(), processed.contiguous().data_ptr(),
+        status = library.greedy_head_candidates(approximate.data_ptr(), processed.data_ptr(),
                                                 None if bias is None else bias.data_ptr(),
                                                 head.coefficients.data_ptr(), norms.data_ptr(), rows, n,
                                                 ids.data_ptr(), counts.data_ptr())

@@ -40,7 +40,6 @@ FEWROW_MAX_ROWS = 8  # fewrow.c's MAX_ROWS
 _lock = threading.Lock()
 _library: Optional[ctypes.CDLL] = None
 _tried = False
-_disabled = 0
 _C_LONG, _C_INT, _PTR = ctypes.c_long, ctypes.c_int, ctypes.c_void_p
 FALLBACK = ("the compiled CPU kernels are off; generation's products and the encoder's attention use torch's "
             "operations")
@@ -148,21 +147,33 @@ def profiled(label: Callable[[], str]) -> ContextManager:
     return torch.profiler.record_function(label()) if torch.autograd._profiler_enabled() else nullcontext()
 
 
-@contextmanager
-def disabled():
-    """Inside this block ``library()`` is None: torch's operations (the benchmarks' in-run baseline)."""
-    global _disabled
-    _disabled += 1
-    try:
-        yield
-    finally:
-        _disabled -= 1
+class OffSwitch:
+    """Something turned off inside ``with switch.off():`` blocks, which may nest; ``bool(switch)`` is True
+    while any such block runs."""
+
+    def __init__(self):
+        self._blocks = 0
+
+    def __bool__(self) -> bool:
+        return self._blocks > 0
+
+    @contextmanager
+    def off(self):
+        self._blocks += 1
+        try:
+            yield
+        finally:
+            self._blocks -= 1
+
+
+_off = OffSwitch()
+disabled = _off.off  # inside ``with disabled():`` library() is None: torch's operations (in-run baselines)
 
 
 def library() -> Optional[ctypes.CDLL]:
     """The loaded library, built on first use; None where it cannot be used (see the module docstring)."""
     global _library, _tried
-    if _disabled:
+    if _off:
         return None
     if not _tried:
         with _lock:
