@@ -15,7 +15,9 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
    ``sum()`` passes over a 512 MiB buffer, with the same threads): every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
    which run once per input, and the LM head), the cross-attention keys and values of the input, and the
    self-attention cache at the mean step. Arithmetic (~0.2-0.7 GFLOP) is negligible next to that. The goal
-   (performance issue, goal 1) is a step within 2x of its floor, greedy and with beams.
+   (performance issue, goal 1) is a step within 2x of its floor, greedy and with beams. The greedy step is
+   also timed as generation runs it, through the LM head's int8 screen (``DecoderStep.greedy_tokens``); the
+   floor still counts the head in float32, so that step may read less than its "floor".
    With ``--profile``, where a step of the search loop goes: ``search`` (greedy, then beams) runs
    ``--profile-steps`` steps from the same encoder output under ``torch.profiler``, and the operators' own
    times are summed per part (LM head product, the layers' products, cross-attention, self-attention,
@@ -27,7 +29,10 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
    machine run it when no other large job runs; ``--long-length``/``--long-new-tokens`` shrink it for a
    smoke run). Each case prints its goal from the issue (greedy 3x, beams and batched 5x, 16k 7x). ``min_length`` = 1 + new tokens bans ``</s>``, so
    every run generates all its tokens. Each case runs ``--repeats`` times per library, alternating which goes
-   first; the median is reported, and the ratio transformers / ours (> 1: ours is faster).
+   first; the median is reported, and the ratio transformers / ours (> 1: ours is faster). Greedy runs
+   through the LM head's int8 screen (``greedy_head``; the first call builds its int8 copy, ~0.1 s for
+   led-base, inside that call's time) and is timed a third way in the same repeats, with the screen off
+   (``greedy_head.disabled()``: every logit computed), its ids asserted identical too.
 
 Absolute times drift on a shared machine; the ratios, measured side by side, drift much less. The load
 average is printed.
