@@ -123,3 +123,19 @@ def test_a_row_gets_the_same_numbers_alone_or_in_a_padded_batch(compiled_kernels
         padded_weight = torch.cat([weight, torch.randn(50, 11, generator=generator)], dim=1)
         assert torch.equal(fewrow.linear(padded_x[:1], padded_weight, None), alone)
         assert torch.equal(fewrow.batched_products(padded_x[None, :4], padded_weight[None])[0, :1], alone)
+
+
+def test_every_kernel_source_ships_in_the_package():
+    """A source missing from setup.cfg's package_data is absent from a wheel, and there the kernels do not build
+    (greedy_head.c was left out once: editable installs, CI's, do not notice)."""
+    import configparser
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["spacy_led"].replace(",", "\n").split()]
+    package = Path(kernels.__file__).resolve().parents[1]
+    for source in kernels.SOURCES:
+        relative = source.resolve().relative_to(package).as_posix()
+        assert any(fnmatch(relative, pattern) for pattern in patterns), (relative, patterns)
