@@ -24,15 +24,6 @@ def _hidden(rows, k, seed=1, scale=3.0):
     return torch.nn.functional.layer_norm(torch.randn(rows, k, generator=generator), (k,)) * scale
 
 
-def _int8_logits(library, head, hidden):
-    rows, k = hidden.shape
-    n = head.q.shape[0]
-    out = torch.empty(rows, n)
-    library.greedy_head_int8_products(head.q.data_ptr(), head.scales.data_ptr(), hidden.data_ptr(), k,
-                                      out.data_ptr(), n, n, k, rows, torch.get_num_threads())
-    return out
-
-
 def _full_token(hidden, weight, bias, ban=lambda scores: scores):
     with torch.no_grad():
         return ban(fewrow.linear(hidden, weight, bias)).argmax(dim=-1)
@@ -49,7 +40,7 @@ def test_int8_products_match_their_definition(compiled_kernels, k, rows):
     expected = (hidden.double() @ q.double().T) * head.scales.double()
     for threads in (1, 2):
         with torch_threads(threads):
-            assert relative_error(_int8_logits(compiled_kernels, head, hidden).double(), expected) < 1e-6
+            assert relative_error(greedy_head.int8_logits(head, hidden, compiled_kernels).double(), expected) < 1e-6
 
 
 def test_the_copy_and_its_coefficients(compiled_kernels):
@@ -78,7 +69,7 @@ def test_the_bound_holds_and_leaves_few_candidates(compiled_kernels, scale):
     hidden = _hidden(8, 768, scale=scale)
     with torch.no_grad():
         exact = fewrow.linear(hidden, weight, bias).double()
-    approximate = (_int8_logits(compiled_kernels, head, hidden) + bias).double()
+    approximate = (greedy_head.int8_logits(head, hidden, compiled_kernels) + bias).double()
     radius = (hidden.double().norm(dim=1)[:, None] * head.coefficients
               + 2.0 ** -20 * (approximate.abs() + bias.double().abs()))
     assert bool(((exact - approximate).abs() <= radius).all())

@@ -240,9 +240,9 @@ class DecoderStep:
         head's int8 copy where ``greedy_head`` can answer (the same tokens, fewer bytes read), else the same
         expression."""
         hidden = self._hidden(tokens)
-        model = self.model
-        if type(model.lm_head) is nn.Linear and model.lm_head.bias is None and hidden.dtype == torch.float32:
-            found = greedy_head.argmax(hidden, model.lm_head.weight, model.final_logits_bias[0], ban)
+        head = self._plain_head(hidden.dtype)
+        if head is not None and hidden.dtype == torch.float32:
+            found = greedy_head.argmax(hidden, *head, ban)
             if found is not None:
                 return found.to(tokens.device)
         return ban(self._head(hidden)).argmax(dim=-1)
@@ -260,11 +260,18 @@ class DecoderStep:
         return hidden
 
     def _head(self, hidden: torch.Tensor) -> torch.Tensor:
+        head = self._plain_head(hidden.dtype)
+        if head is not None:
+            return _matmul_weight(hidden, *head).float()
+        return self.model.logits(hidden).float()
+
+    def _plain_head(self, dtype: torch.dtype) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+        """The LM head's weight and its bias (``final_logits_bias``) in ``dtype`` when the head is a plain
+        ``nn.Linear`` without a bias of its own, else None (a replaced head is called as it is)."""
         model = self.model
         if type(model.lm_head) is nn.Linear and model.lm_head.bias is None:
-            bias = model.final_logits_bias[0].to(hidden.dtype)
-            return _matmul_weight(hidden, model.lm_head.weight, bias).float()
-        return model.logits(hidden).float()
+            return model.lm_head.weight, model.final_logits_bias[0].to(dtype)
+        return None
 
     def reorder(self, parents: torch.Tensor) -> None:
         """Make row i continue row ``parents[i]`` (a beam-search step; each row stays in its own group)."""

@@ -78,6 +78,20 @@ def int8_head(weight: torch.Tensor, library) -> Int8Head:
     return entry[2]
 
 
+def int8_logits(head: Int8Head, hidden: torch.Tensor, library) -> torch.Tensor:
+    """``scales * (hidden @ q.T)``, (rows, N), for 1..8 contiguous float32 rows of hidden states: the int8
+    logits without the bias (float32 sums in any order)."""
+    rows, k = hidden.shape
+    n = head.q.shape[0]
+    out = hidden.new_empty((rows, n))
+    with kernels.profiled(lambda: f"greedy_head::int8_products rows={rows} n={n} k={k}"):
+        status = library.greedy_head_int8_products(head.q.data_ptr(), head.scales.data_ptr(), hidden.data_ptr(),
+                                                   k, out.data_ptr(), n, n, k, rows, torch.get_num_threads())
+    if status != 0:
+        raise ValueError(f"the int8 products take 1-{fewrow.MAX_ROWS} rows, got {rows}")
+    return out
+
+
 def argmax(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
            ban: Callable[[torch.Tensor], torch.Tensor]) -> Optional[torch.Tensor]:
     """The tokens (rows,) that ``ban(hidden @ weight.T + bias).argmax(-1)`` gives with ``fewrow.linear``'s
@@ -94,11 +108,8 @@ def argmax(hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tens
     if not bool(torch.isfinite(norms).all()):
         return None
     head = int8_head(weight, library)
-    rows, (n, k) = hidden.shape[0], weight.shape
-    approximate = hidden.new_empty((rows, n))
-    with kernels.profiled(lambda: f"greedy_head::int8_products rows={rows} n={n} k={k}"):
-        library.greedy_head_int8_products(head.q.data_ptr(), head.scales.data_ptr(), hidden.data_ptr(), k,
-                                          approximate.data_ptr(), n, n, k, rows, torch.get_num_threads())
+    rows, n = hidden.shape[0], weight.shape[0]
+    approximate = int8_logits(head, hidden, library)
     if bias is not None:
         approximate += bias
     processed = ban(approximate.clone()).contiguous()  # held by a name while the library reads it
