@@ -8,8 +8,10 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
 1. The decoder step (4,096-token input, batch 1). With the encoder output fixed, the time of one
    decoder step (one token per row, the next-token logits, and for beams a reorder of the self-attention
    cache) is measured over ``--steps`` steps, median, for greedy (1 row) and ``--beams`` beams, through
-   generation's ``DecoderStep`` (with ``fewrow``'s compiled few-row products where it builds), the same
-   ``DecoderStep`` with torch's products (``fewrow.disabled()``: the in-run baseline of fewrow), and the
+   generation's ``DecoderStep`` (each layer one call of ``decoder_layer.c``, with ``fewrow``'s compiled
+   few-row products, where the kernels build), the same ``DecoderStep`` with each layer as torch operations
+   (``decoder_layer.disabled()``: the in-run baseline of the compiled layer; the products still fewrow's), the
+   same with torch's products (``fewrow.disabled()``: the in-run baseline of fewrow), and the
    general path (``LEDDecoder.forward`` with a ``DecoderCache``, which generation used before). The floor is
    the bytes a step must read once, over the memory bandwidth measured in this run (the best of several
    ``sum()`` passes over a 512 MiB buffer, with the same threads): every decoder weight the step uses (each layer's weights except the cross-attention key/value projections,
@@ -20,8 +22,10 @@ under a fixed seed and saves it, both libraries load that directory), float32, `
    floor still counts the head in float32, so that step may read less than its "floor".
    With ``--profile``, where a step of the search loop goes: ``search`` (greedy, then beams) runs
    ``--profile-steps`` steps from the same encoder output under ``torch.profiler``, and the operators' own
-   times are summed per part (LM head product, the layers' products, cross-attention, self-attention,
-   operations over vocabulary-sized tensors, everything else), per step, beside each part's floor.
+   times are summed per part (LM head product, the compiled layers (each a single call, so its products,
+   cross- and self-attention are one part), the layers' products, cross-attention and self-attention where a
+   layer runs as operations, operations over vocabulary-sized tensors, everything else), per step, beside each
+   part's floor.
 2. ``generate`` against transformers 5 (``transformers.LEDForConditionalGeneration.generate``), token ids
    asserted identical: 4,096 input tokens and 64 new tokens greedy and with 4 beams; several documents of
    different lengths (right-padded, with an attention mask) x 4 beams; and with ``--long`` a 16,384-token
@@ -105,12 +109,13 @@ def _median_step(step: Callable[[], None], steps: int) -> float:
     return statistics.median(times)
 
 
-def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float, float, float]:
-    """Median seconds per decoder step for ``rows`` rows of one input: DecoderStep, DecoderStep with torch's
-    products (fewrow off), the general path, and (one row; else nan) the greedy step as generation runs it,
-    through the LM head's int8 screen (``DecoderStep.greedy_tokens``; ``fast`` is then the same step computing
-    every logit)."""
-    from spacy_led.modeling import fewrow
+def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[float, float, float, float, float]:
+    """Median seconds per decoder step for ``rows`` rows of one input: DecoderStep, DecoderStep with each layer
+    as torch operations (``decoder_layer.disabled()``; fewrow's products), DecoderStep with torch's products
+    (fewrow off, and with it the compiled layer), the general path, and (one row; else nan) the greedy step as
+    generation runs it, through the LM head's int8 screen (``DecoderStep.greedy_tokens``; ``fast`` is then the
+    same step computing every logit)."""
+    from spacy_led.modeling import decoder_layer, fewrow
     from spacy_led.modeling.decoder_step import DecoderStep
     from spacy_led.modeling.model import DecoderCache
 
@@ -130,6 +135,8 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
         return _median_step(fast_step, steps)
 
     fast_time = time_decoder_step()
+    with decoder_layer.disabled():
+        operations_time = time_decoder_step()
     with fewrow.disabled():
         torch_time = time_decoder_step()
     screened_time = float("nan")
@@ -149,17 +156,20 @@ def time_steps(torch, model, encoded, mask, rows: int, steps: int) -> Tuple[floa
 
     general_step()
     general_time = _median_step(general_step, steps)
-    return fast_time, torch_time, general_time, screened_time
+    return fast_time, operations_time, torch_time, general_time, screened_time
 
 
 STEP_GOAL = 2.0  # step / floor, greedy and beams
 # Part of a step -> (operators it holds, the floor part that bounds it).
-PARTS = ("LM head product", "layer products", "cross-attention", "self-attention", "vocabulary-sized ops", "other")
+PARTS = ("LM head product", "compiled layers", "layer products", "cross-attention", "self-attention",
+         "vocabulary-sized ops", "other")
 PRODUCTS = {"aten::addmm", "aten::mm", "aten::mv", "aten::bmm", "aten::baddbmm"}
 
 
 def _part(name: str, shapes, vocab: int, source_length: int) -> str:
     """The part of a decoder step an operator (name, input shapes) belongs to."""
+    if name.startswith("decoder_layer "):  # a whole layer in one call of decoder_layer.c (decoder_layer.py)
+        return "compiled layers"
     if name.startswith("greedy_head::"):  # the int8 screen of the LM head and its candidates (greedy_head.py)
         return "LM head product"
     if name.startswith("fewrow::"):  # "fewrow::products batch=B rows=R n=N k=K" (fewrow.py)
@@ -297,26 +307,27 @@ def main(argv=None) -> int:
             bandwidth = read_bandwidth(torch)
             print(f"\nmeasured read bandwidth: {bandwidth / 1e9:.1f} GB/s")
             print(f"decoder step, {args.length}-token input (median of {args.steps} steps):")
-            print(f"| rows | DecoderStep | DecoderStep, torch's products | general path | fewrow's speed-up | floor "
-                  f"| step / floor | goal <= {STEP_GOAL:g}x |")
-            print("|---|---|---|---|---|---|---|---|")
+            print(f"| rows | DecoderStep | DecoderStep, layers as operations | DecoderStep, torch's products "
+                  f"| general path | compiled layer's speed-up | fewrow's speed-up | floor | step / floor "
+                  f"| goal <= {STEP_GOAL:g}x |")
+            print("|---|---|---|---|---|---|---|---|---|---|")
             encoded = torch.randn(1, args.length, LED_BASE_SHAPE["d_model"])
             mask = torch.ones(1, args.length, dtype=torch.long)
             floors = {}
             for rows in (1, args.beams):
                 with torch.inference_mode():
-                    fast, torch_products, general, screened = time_steps(torch, ours, encoded, mask, rows,
-                                                                         args.steps)
+                    fast, operations, torch_products, general, screened = time_steps(
+                        torch, ours, encoded, mask, rows, args.steps)
                 parts = step_bytes(ours, 1, args.length, rows, args.steps / 2)
                 floor = sum(parts.values()) / bandwidth
                 floors[rows] = parts
                 label = "greedy, every logit" if rows == 1 else f"{rows} beams"
                 if rows == 1:  # the greedy step as generation runs it: the int8-screened LM head
-                    print(f"| greedy (int8-screened LM head) | {screened * 1e3:.0f} ms | - | - | - | "
+                    print(f"| greedy (int8-screened LM head) | {screened * 1e3:.0f} ms | - | - | - | - | - | "
                           f"{floor * 1e3:.0f} ms | {screened / floor:.2f}x | "
                           f"{'met' if screened / floor <= STEP_GOAL else 'not met'} |", flush=True)
-                print(f"| {label} | {fast * 1e3:.0f} ms | {torch_products * 1e3:.0f} ms | {general * 1e3:.0f} ms | "
-                      f"{torch_products / fast:.2f}x | "
+                print(f"| {label} | {fast * 1e3:.0f} ms | {operations * 1e3:.0f} ms | {torch_products * 1e3:.0f} ms "
+                      f"| {general * 1e3:.0f} ms | {operations / fast:.2f}x | {torch_products / fast:.2f}x | "
                       f"{floor * 1e3:.0f} ms ({sum(parts.values()) / 2**20:.0f} MiB: weights "
                       f"{parts['weights'] / 2**20:.0f}, cross K/V {parts['cross_kv'] / 2**20:.0f}, self K/V "
                       f"{parts['self_kv'] / 2**20:.1f}) | {fast / floor:.2f}x | "
@@ -331,12 +342,15 @@ def main(argv=None) -> int:
                             for rows in (1, args.beams)}
                 part_floor = {"LM head product": lm_head, "cross-attention": floors[1]["cross_kv"]}
                 part_floor["layer products"] = floors[1]["weights"] - lm_head
+                part_floor["compiled layers"] = part_floor["layer products"] + part_floor["cross-attention"]
                 for part in PARTS:
                     cells = []
                     for rows in (1, args.beams):
                         floor = part_floor.get(part)
                         if part == "self-attention":
                             floor = floors[rows]["self_kv"]
+                        if part == "compiled layers":
+                            floor = part_floor[part] + floors[rows]["self_kv"]
                         cells += [f"{profiles[rows][0][part] * 1e3:.1f}",
                                   f"{floor / bandwidth * 1e3:.1f}" if floor is not None else "-"]
                     print(f"| {part} | " + " | ".join(cells) + " |")

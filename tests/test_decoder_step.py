@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
-from spacy_led.modeling import decoder_step, fewrow
+from spacy_led.modeling import decoder_layer, decoder_step, fewrow
 from spacy_led.modeling.decoder_step import FEW_ROWS, DecoderStep
 
-from conftest import TINY
+from conftest import TINY, relative_error
 
 TOLERANCE = 1e-5  # relative to the largest logit
 
@@ -20,6 +20,9 @@ def model():
     model = LEDForConditionalGeneration(LEDConfig(**TINY)).eval()
     with torch.no_grad():
         model.final_logits_bias.normal_()
+        for name, parameter in model.named_parameters():  # biases and norms are zeros and ones at init
+            if name.endswith("bias") or "norm" in name:
+                parameter.normal_(1.0 if name.endswith("norm.weight") else 0.0, 0.2)
     return model
 
 
@@ -48,15 +51,18 @@ def _assert_close(actual, expected):
     assert error < TOLERANCE, error
 
 
-@pytest.mark.parametrize("attention", ["cpu", "torch", "gpu"])
+@pytest.mark.parametrize("attention", ["cpu", "ops", "torch", "gpu"])
 @pytest.mark.parametrize("inputs, group", [(1, 1), (3, 1), (1, 4), (2, 3), (3, FEW_ROWS // 2)])
 def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attention, monkeypatch):
     """Rows of 1, of 2..8 (fewrow's products where it runs, the W @ x^T products where not), of 2..FEW_ROWS
     and beyond FEW_ROWS (48 rows); beams reorder within their group at every step, as beam search does, and the
-    cache must follow its rows. "cpu" is the default (fewrow where this machine builds it: then its
-    cross-attention must run for groups of up to 8 beams), "torch" the same with fewrow off
-    (scaled_dot_product_attention), "gpu" runs the step's attention through the products a GPU uses (the
-    padding mask and the stacked beam queries must broadcast the same way there)."""
+    cache must follow its rows. "cpu" is the default (where this machine builds the kernels, each layer of up
+    to 8 rows runs in one call of decoder_layer.c, and it must), "ops" the same with that off (the layer as
+    torch operations, fewrow's cross-attention for groups of up to 8 beams, and it must run), "torch" with
+    fewrow off too (scaled_dot_product_attention), "gpu" runs the step's attention through the products a GPU
+    uses (the padding mask and the stacked beam queries must broadcast the same way there)."""
+    if attention == "ops":
+        monkeypatch.setattr(decoder_layer, "_off", _AlwaysOff())
     if attention == "gpu":
         def products(q, keys, values, mask, dropout):
             return decoder_step._explicit_attention(q, keys, values, mask)
@@ -66,7 +72,7 @@ def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attent
     if attention == "torch":
         monkeypatch.setattr(fewrow, "library", lambda: None)
     fewrow_attention = []
-    if attention == "cpu":
+    if attention == "ops":
         attend = decoder_step._attend_fewrow
         monkeypatch.setattr(decoder_step, "_attend_fewrow",
                             lambda *args: fewrow_attention.append(attend(*args)) or fewrow_attention[-1])
@@ -74,8 +80,10 @@ def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attent
     rows = inputs * group
     generator = torch.Generator().manual_seed(7)
     step = DecoderStep(model, encoded, mask, group=group, max_positions=6)
-    if attention == "cpu" and fewrow.library() is not None and group <= fewrow.MAX_ROWS:
+    built = fewrow.library() is not None and group <= fewrow.MAX_ROWS
+    if attention in ("cpu", "ops") and built:
         assert step.layers[0].values_transposed
+    layer_calls = decoder_layer.calls["layers"]
     histories = torch.full((rows, 1), 2)
     with torch.no_grad():
         for position in range(6):
@@ -90,8 +98,32 @@ def test_steps_with_reorders_match_the_full_forward(model, inputs, group, attent
                 histories = histories[parents]
             tokens = torch.randint(3, TINY["vocab_size"], (rows, 1), generator=generator)
             histories = torch.cat([histories, tokens], dim=1)
-    if attention == "cpu" and fewrow.library() is not None and group <= fewrow.MAX_ROWS:
+    if attention == "ops" and built:
         assert len(fewrow_attention) == 6 * TINY["decoder_layers"] and all(a is not None for a in fewrow_attention)
+    kernel_steps = decoder_layer.calls["layers"] - layer_calls
+    if attention == "cpu" and built and rows <= decoder_layer.MAX_ROWS:
+        assert kernel_steps == 6 * TINY["decoder_layers"]
+    else:
+        assert kernel_steps == 0
+
+
+class _AlwaysOff:
+    def __bool__(self):
+        return True
+
+
+def test_cross_attention_values_are_the_projection_transposed(model):
+    """The step keeps each input's cross-attention values as (H, D, S) from the product W x^T + b: the same as
+    v_proj's x W^T + b transposed, per input (padded inputs included)."""
+    encoded, mask = _encoded(model, 3)
+    with torch.no_grad():
+        step = DecoderStep(model, encoded, mask, group=2, max_positions=2)
+        for layer, layer_step in zip(model.led.decoder.layers, step.layers):
+            heads, head_dim = layer_step.heads, layer_step.head_dim
+            values = layer.encoder_attn.v_proj(encoded).view(3, encoded.shape[1], heads, head_dim)
+            expected = values.permute(0, 2, 3, 1) if layer_step.values_transposed else values.transpose(1, 2)
+            assert layer_step.cross_values.shape == expected.shape
+            assert relative_error(layer_step.cross_values, expected) < 1e-6
 
 
 def test_dropping_inputs_keeps_the_others_caches(model):

@@ -126,8 +126,8 @@ def test_a_row_gets_the_same_numbers_alone_or_in_a_padded_batch(compiled_kernels
 
 
 def test_every_kernel_source_ships_in_the_package():
-    """A source missing from setup.cfg's package_data is absent from a wheel, and there the kernels do not build
-    (greedy_head.c was left out once: editable installs, CI's, do not notice)."""
+    """A source or header missing from setup.cfg's package_data is absent from a wheel, and there the kernels do
+    not build (greedy_head.c was left out once: editable installs, CI's, do not notice)."""
     import configparser
     from fnmatch import fnmatch
     from pathlib import Path
@@ -136,6 +136,7 @@ def test_every_kernel_source_ships_in_the_package():
     config.read(Path(__file__).resolve().parents[1] / "setup.cfg")
     patterns = [p.strip() for p in config["options.package_data"]["spacy_led"].replace(",", "\n").split()]
     package = Path(kernels.__file__).resolve().parents[1]
-    for source in kernels.SOURCES:
+    assert kernels.HEADERS
+    for source in kernels.SOURCES + kernels.HEADERS:
         relative = source.resolve().relative_to(package).as_posix()
         assert any(fnmatch(relative, pattern) for pattern in patterns), (relative, patterns)

@@ -25,6 +25,9 @@ with
   this machine's CPU the product ``x @ W^T`` that ``nn.Linear`` computes reads the weight 2-3x slower for
   2-32 rows than the same product the other way round (one row is a matrix-vector product either way and
   stays ``nn.Linear``); the bias is added in the pass that transposes the result back into rows;
+- on the CPU in float32 inference, each layer of 1-8 rows runs in one compiled call (``decoder_layer``: the
+  same products, attention, norms and activation in one parallel region, without ~30 operations' dispatch per
+  layer); the operations below are the same function, for every case it does not take;
 - for greedy search, ``greedy_tokens``: the next token through an int8 copy of the LM head with a proven
   error bound, and the float32 logits of the few tokens the bound cannot rule out (``greedy_head``): the
   full product's token, reading a quarter of the head's bytes.
@@ -41,6 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fewrow, greedy_head
+from .decoder_layer import LayerKernel, Scratch
 
 # Up to this many rows a linear layer on the CPU runs as W @ x^T (see the module docstring); more rows are a
 # real matrix product, where nn.Linear's own kernel is the better one.
@@ -116,7 +120,7 @@ def _plain(*modules: nn.Module) -> bool:
 class _LayerStep:
     """One decoder layer's step weights and caches."""
 
-    def __init__(self, layer, encoded: torch.Tensor, rows: int, positions: int):
+    def __init__(self, layer, encoded: torch.Tensor, rows: int, positions: int, scratch: Scratch):
         attention = layer.self_attn
         self.layer = layer
         self.heads, self.head_dim = attention.num_heads, attention.head_dim
@@ -135,12 +139,23 @@ class _LayerStep:
         batch, length, _ = encoded.shape
         flat = encoded.reshape(batch * length, -1)
         k = _linear(cross.k_proj, flat).view(batch, length, self.heads, self.head_dim)
-        v = _linear(cross.v_proj, flat).view(batch, length, self.heads, self.head_dim)
         self.cross_keys = k.transpose(1, 2).contiguous()  # (inputs, H, S, D)
         # fewrow multiplies the probabilities by the values' rows of S: it keeps them (inputs, H, D, S)
         self.values_transposed = (encoded.device.type == "cpu" and dtype == torch.float32
                                   and rows // batch <= fewrow.MAX_ROWS and fewrow.library() is not None)
-        self.cross_values = (v.permute(0, 2, 3, 1) if self.values_transposed else v.transpose(1, 2)).contiguous()
+        if self.values_transposed and _plain(cross.v_proj) and not torch.is_grad_enabled():
+            # W x^T + b is already (d, S) per input: no transposing copy of the values (12.6 MB per layer at
+            # 4k, in cold memory); the same function as x W^T + b (tests/test_decoder_step.py compares them)
+            values = encoded.new_empty((batch, self.heads * self.head_dim, length))
+            for index in range(batch):
+                torch.addmm(cross.v_proj.bias[:, None], cross.v_proj.weight, encoded[index].t(), out=values[index])
+            self.cross_values = values.view(batch, self.heads, self.head_dim, length)
+        else:
+            v = _linear(cross.v_proj, flat).view(batch, length, self.heads, self.head_dim)
+            self.cross_values = (v.permute(0, 2, 3, 1) if self.values_transposed else v.transpose(1, 2)).contiguous()
+        # the whole layer in one compiled call where it applies (decoder_layer.py), else the operations below
+        self.kernel = LayerKernel.build(layer, self.qkv_weight, self.qkv_bias) if self.values_transposed else None
+        self.scratch = scratch
 
     def project_qkv(self, hidden: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         attention = self.layer.self_attn
@@ -149,6 +164,11 @@ class _LayerStep:
         return _matmul_weight(hidden, self.qkv_weight, self.qkv_bias).chunk(3, dim=-1)
 
     def __call__(self, hidden: torch.Tensor, position: int, cross_mask: Optional[torch.Tensor], group: int):
+        if self.kernel is not None:
+            out = self.kernel(hidden, position, self.keys, self.values, self.cross_keys, self.cross_values,
+                              cross_mask, group, self.scratch)
+            if out is not None:
+                return out
         layer = self.layer
         rows, d_model = hidden.shape
         heads, head_dim = self.heads, self.head_dim
@@ -227,8 +247,9 @@ class DecoderStep:
         if encoder_mask is not None and not bool(encoder_mask.all()):
             additive = torch.zeros(encoder_mask.shape, dtype=dtype, device=encoded.device)
             self.cross_mask = additive.masked_fill(encoder_mask == 0, torch.finfo(dtype).min)[:, None, None, :]
+        scratch = Scratch()  # the compiled layers' working memory, shared
         self.layers: List[_LayerStep] = [
-            _LayerStep(layer, encoded, self.rows, max_positions) for layer in decoder.layers
+            _LayerStep(layer, encoded, self.rows, max_positions, scratch) for layer in decoder.layers
         ]
 
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -109,29 +109,34 @@ static const range_fn RANGES[MAX_ROWS + 1] = {0, range_1, range_2, range_3, rang
 
 int fewrow_max_rows(void) { return MAX_ROWS; }
 
+/* Thread t of T's share of a product (see fewrow_linear; rows in 1..MAX_ROWS): a contiguous run of the
+ * output features of all its products. Called inside a parallel region, by fewrow_linear and by
+ * decoder_layer.c's step, which runs a whole layer in one region. */
+void fewrow_share(const float *w, long w_batch_stride, const float *x, long x_batch_stride, long ldx,
+                  const float *bias, float *out, long out_batch_stride, long ldo, long batch, long N, long K,
+                  int rows, long t, long T) {
+    const range_fn range = RANGES[rows];
+    const long total = batch * N, per = (total + T - 1) / T;
+    long i = t * per;
+    const long end = i + per < total ? i + per : total;
+    while (i < end) {
+        const long b = i / N, n0 = i % N;
+        const long n1 = N < n0 + (end - i) ? N : n0 + (end - i);
+        range(w + b * w_batch_stride, K, x + b * x_batch_stride, ldx, bias, out + b * out_batch_stride, ldo, n0, n1);
+        i += n1 - n0;
+    }
+}
+
 /* Returns 0, or -1 when rows is outside 1..MAX_ROWS (nothing is written then). */
 int fewrow_linear(const float *w, long w_batch_stride, const float *x, long x_batch_stride, long ldx,
                   const float *bias, float *out, long out_batch_stride, long ldo, long batch, long N, long K,
                   int rows, int threads) {
     if (rows < 1 || rows > MAX_ROWS) return -1;
-    const range_fn range = RANGES[rows];
-    const long total = batch * N;  /* output features of all products, split evenly between the threads */
     /* Threads only for products worth waking them (as torch's own grain size): below ~0.5 MB of weights a
      * parallel region costs more than it saves, and far more on a loaded machine. */
-    if (total * K < PARALLEL_MIN_WEIGHTS) threads = 1;
+    if (batch * N * K < PARALLEL_MIN_WEIGHTS) threads = 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        const long T = omp_get_num_threads(), t = omp_get_thread_num();
-        const long per = (total + T - 1) / T;
-        long i = t * per;
-        const long end = i + per < total ? i + per : total;
-        while (i < end) {
-            const long b = i / N, n0 = i % N;
-            const long n1 = N < n0 + (end - i) ? N : n0 + (end - i);
-            range(w + b * w_batch_stride, K, x + b * x_batch_stride, ldx, bias, out + b * out_batch_stride, ldo,
-                  n0, n1);
-            i += n1 - n0;
-        }
-    }
+    fewrow_share(w, w_batch_stride, x, x_batch_stride, ldx, bias, out, out_batch_stride, ldo, batch, N, K, rows,
+                 omp_get_thread_num(), omp_get_num_threads());
     return 0;
 }

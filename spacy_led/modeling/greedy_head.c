@@ -11,6 +11,8 @@
 #include <omp.h>
 #include <stdint.h>
 
+#include "simd.h"
+
 #define MAX_ROWS 8
 #define PARALLEL_MIN_BYTES (1L << 19) /* below this a parallel region costs more than it saves */
 
@@ -22,12 +24,6 @@
  * keep up with the memory); the rows of x and the four weight rows stay in L1 while each row of x passes. */
 
 #define INT8_AHEAD 4 /* blocks of four weight rows */
-
-static inline float hsum(__m256 v) {
-    const __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    const __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
 
 static inline __m256 int8x8(const int8_t *q) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));

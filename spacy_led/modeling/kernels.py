@@ -1,6 +1,8 @@
 """The compiled CPU kernels: ``fewrow.c`` (generation's few-row products, ``fewrow.py``),
+``decoder_layer.c`` (a decoder layer of generation's step in one call, ``decoder_layer.py``),
 ``band_attention.c`` (the encoder's sliding-window attention in inference, ``band_attention.py``) and
-``greedy_head.c`` (greedy search's LM head through an int8 copy, ``greedy_head.py``).
+``greedy_head.c`` (greedy search's LM head through an int8 copy, ``greedy_head.py``), with ``simd.h``'s
+shared vector helpers.
 
 All are plain C with AVX2/FMA intrinsics and OpenMP, compiled together by the system's C compiler (``$CC``,
 else ``cc``) into one library in a cache folder the first time they are needed (about a second), and loaded
@@ -11,8 +13,8 @@ Nothing depends on them: where they cannot be used (no x86-64 CPU with AVX2 and 
 a compile error, a second OpenMP runtime in the process, or ``SPACY_LED_KERNELS=0`` in the environment)
 ``library()`` is ``None`` and the model uses torch's operations, with a warning saying why when the reason is
 worth knowing. The cache folder is ``$SPACY_LED_CACHE``, else ``$XDG_CACHE_HOME/spacy-led``, else
-``~/.cache/spacy-led``; the library's name carries a hash of the sources and flags, so an edited source is
-rebuilt, and a finished build is moved into place atomically (processes building at once are safe).
+``~/.cache/spacy-led``; the library's name carries a hash of the sources, the header and the flags, so an edited
+source is rebuilt, and a finished build is moved into place atomically (processes building at once are safe).
 """
 from __future__ import annotations
 
@@ -32,7 +34,9 @@ from typing import Callable, ContextManager, Optional
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("fewrow.c", "band_attention.c", "greedy_head.c"))
+SOURCES = tuple(Path(__file__).with_name(name)
+                for name in ("fewrow.c", "band_attention.c", "greedy_head.c", "decoder_layer.c"))
+HEADERS = (Path(__file__).with_name("simd.h"),)  # included by the sources (part of the build's hash)
 FLAGS = ("-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")
 LIBRARIES = ("-lm",)
 FEWROW_MAX_ROWS = 8  # fewrow.c's MAX_ROWS
@@ -97,7 +101,8 @@ def _load() -> Optional[ctypes.CDLL]:
     if reason is not None:
         return None  # the expected state on such machines: torch's operations, no warning
     before = _openmp_runtimes()
-    digest = hashlib.sha256(b"".join(source.read_bytes() for source in SOURCES) + " ".join(FLAGS + LIBRARIES).encode())
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in SOURCES + HEADERS)
+                            + " ".join(FLAGS + LIBRARIES).encode())
     target = cache_dir() / f"kernels-{digest.hexdigest()[:16]}.so"
     try:
         if not target.exists():
@@ -131,6 +136,11 @@ def _load() -> Optional[ctypes.CDLL]:
     library.band_attention.restype = _C_INT
     library.band_attention_scratch_floats.argtypes = [_C_LONG, _C_LONG, _C_LONG, _C_LONG]
     library.band_attention_scratch_floats.restype = _C_LONG
+    library.decoder_layer_step.argtypes = [_PTR, _PTR, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _C_LONG, _C_LONG,
+                                           _C_LONG, _C_LONG, _C_INT, _PTR, _C_INT]
+    library.decoder_layer_step.restype = _C_INT
+    library.decoder_layer_work_floats.argtypes = [_C_LONG] * 6
+    library.decoder_layer_work_floats.restype = _C_LONG
     if library.fewrow_max_rows() != FEWROW_MAX_ROWS:
         return None
     return library
