@@ -23,7 +23,8 @@
  *
  * Numbers: the products are fewrow's (the same sums in the same order as the torch-operation step on this
  * machine); layer norm accumulates its mean and variance in double, softmax uses simd.h's exp (~1 ulp), GELU
- * the C library's erff: the same function as torch's to float32 rounding (tests/test_decoder_layer.py).
+ * simd.h's gelu8 (torch's erf approximation): the same function as torch's to float32 rounding
+ * (tests/test_decoder_layer.py).
  *
  * Layouts (row-major, contiguous): hidden (rows, d), updated in place; weights as nn.Linear's (out, in);
  * the self-attention cache keys/values (rows, H, P, D); cross keys (inputs, H, S, D), cross values
@@ -210,10 +211,17 @@ int decoder_layer_step(const decoder_layer *L, float *hidden, long rows, long gr
         share(F, t, T, &a, &e);
         for (long r = 0; r < rows; r++) {
             float *f = ffn + r * F;
-            if (activation == ACT_RELU)
+            if (activation == ACT_RELU) {
                 for (long n = a; n < e; n++) f[n] = f[n] < 0.0f ? 0.0f : f[n];
-            else
-                for (long n = a; n < e; n++) f[n] = 0.5f * f[n] * (1.0f + erff(f[n] * (float)M_SQRT1_2));
+                continue;
+            }
+            long n = a;
+            for (; n + 8 <= e; n += 8) _mm256_storeu_ps(f + n, gelu8(_mm256_loadu_ps(f + n)));
+            if (n < e) {  /* the last e - n < 8 features, through the same lanes */
+                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(e - n)),
+                                                        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                _mm256_maskstore_ps(f + n, mask, gelu8(_mm256_maskload_ps(f + n, mask)));
+            }
         }
 #pragma omp barrier
         fewrow_share(L->fc2_w, 0, ffn, 0, F, L->fc2_b, tmp, 0, d, 1, d, F, (int)rows, t, T);

@@ -36,4 +36,22 @@ static inline __m256 exp_neg(__m256 x) {
     return _mm256_andnot_ps(too_small, _mm256_mul_ps(y, _mm256_castsi256_ps(two_n)));
 }
 
+/* GELU (the erf form, 0.5 x (1 + erf(x / sqrt(2)))) of 8 lanes, with erf by Abramowitz & Stegun 7.1.26
+ * (|error| <= 1.5e-7): erf(a) = 1 - (p1 t + p2 t^2 + p3 t^3 + p4 t^4 + p5 t^5) exp(-a^2), t = 1 / (1 + p a),
+ * a >= 0, odd in a. torch's vectorized CPU GELU evaluates the same approximation, so the two agree to a few
+ * float32 roundings (its exp is another ~1 ulp one). */
+static inline __m256 gelu8(__m256 x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+    const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+    const __m256 z_sign = _mm256_and_ps(sign, z), a = _mm256_xor_ps(z_sign, z);
+    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), a, one));
+    __m256 r = _mm256_fmadd_ps(_mm256_set1_ps(1.061405429f), t, _mm256_set1_ps(-1.453152027f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+    r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+    const __m256 e = exp_neg(_mm256_xor_ps(sign, _mm256_mul_ps(z, z)));  /* exp(-z^2) */
+    const __m256 erf = _mm256_xor_ps(z_sign, _mm256_fnmadd_ps(_mm256_mul_ps(r, t), e, one));
+    return _mm256_mul_ps(_mm256_mul_ps(x, _mm256_set1_ps(0.5f)), _mm256_add_ps(one, erf));
+}
+
 #endif
