@@ -113,6 +113,18 @@ static inline float dot(const float *a, const float *b, long D) {
     return hsum(acc);
 }
 
+/* Inside the layer's parallel region (every thread calls it): hidden = norm(hidden + x W^T + bias) for the
+ * rows, x (rows, K), the product through tmp (rows, d). */
+static void project_add_norm(const float *w, const float *bias, const float *x, long K, float *tmp, float *hidden,
+                             long rows, long d, const float *norm_w, const float *norm_b, float eps, long t, long T) {
+    fewrow_share(w, 0, x, 0, K, bias, tmp, 0, d, 1, d, K, (int)rows, t, T);
+#pragma omp barrier
+    long a, e;
+    share(rows, t, T, &a, &e);
+    for (long r = a; r < e; r++) add_norm(hidden + r * d, tmp + r * d, d, norm_w, norm_b, eps);
+#pragma omp barrier
+}
+
 long decoder_layer_work_floats(long rows, long d, long H, long F, long P, long S) {
     return rows * (8 * d + F) + rows * H * (S > P ? S : P);
 }
@@ -160,12 +172,8 @@ int decoder_layer_step(const decoder_layer *L, float *hidden, long rows, long gr
             }
         }
 #pragma omp barrier
-        fewrow_share(L->self_out_w, 0, attn, 0, d, L->self_out_b, tmp, 0, d, 1, d, d, (int)rows, t, T);
-#pragma omp barrier
-        share(rows, t, T, &a, &e);
-        for (long r = a; r < e; r++)
-            add_norm(hidden + r * d, tmp + r * d, d, L->self_norm_w, L->self_norm_b, L->self_norm_eps);
-#pragma omp barrier
+        project_add_norm(L->self_out_w, L->self_out_b, attn, d, tmp, hidden, rows, d, L->self_norm_w, L->self_norm_b,
+                         L->self_norm_eps, t, T);
 
         /* cross-attention: queries (inputs, H, group, D), scores against the input's keys, softmax, values */
         fewrow_share(L->cross_q_w, 0, hidden, 0, d, L->cross_q_b, cq, 0, d, 1, d, d, (int)rows, t, T);
@@ -199,12 +207,8 @@ int decoder_layer_step(const decoder_layer *L, float *hidden, long rows, long gr
             memcpy(attn + r * d + h * D, oh + ((b * H + h) * group + g) * D, D * sizeof(float));
         }
 #pragma omp barrier
-        fewrow_share(L->cross_out_w, 0, attn, 0, d, L->cross_out_b, tmp, 0, d, 1, d, d, (int)rows, t, T);
-#pragma omp barrier
-        share(rows, t, T, &a, &e);
-        for (long r = a; r < e; r++)
-            add_norm(hidden + r * d, tmp + r * d, d, L->cross_norm_w, L->cross_norm_b, L->cross_norm_eps);
-#pragma omp barrier
+        project_add_norm(L->cross_out_w, L->cross_out_b, attn, d, tmp, hidden, rows, d, L->cross_norm_w,
+                         L->cross_norm_b, L->cross_norm_eps, t, T);
 
         /* feed-forward: each thread applies the activation to the features it computed */
         fewrow_share(L->fc1_w, 0, hidden, 0, d, L->fc1_b, ffn, 0, F, 1, F, d, (int)rows, t, T);
@@ -224,11 +228,8 @@ int decoder_layer_step(const decoder_layer *L, float *hidden, long rows, long gr
             }
         }
 #pragma omp barrier
-        fewrow_share(L->fc2_w, 0, ffn, 0, F, L->fc2_b, tmp, 0, d, 1, d, F, (int)rows, t, T);
-#pragma omp barrier
-        share(rows, t, T, &a, &e);
-        for (long r = a; r < e; r++)
-            add_norm(hidden + r * d, tmp + r * d, d, L->final_norm_w, L->final_norm_b, L->final_norm_eps);
+        project_add_norm(L->fc2_w, L->fc2_b, ffn, F, tmp, hidden, rows, d, L->final_norm_w, L->final_norm_b,
+                         L->final_norm_eps, t, T);
     }
     return 0;
 }
