@@ -132,3 +132,34 @@ def test_training_and_autograd_run_as_operations():
     with torch.no_grad():
         step._hidden(torch.tensor([6]))
     assert decoder_layer.calls["layers"] == before + TINY["decoder_layers"]
+
+
+def test_same_bits_with_one_thread_or_several():
+    """Each output is computed whole by one thread (products split over output features, attention over
+    (row, head), norms over rows): the thread count must not change a bit of the steps, and a missing barrier
+    between stages would (a thread reading a stage its partner has not finished). The encoder output and the
+    cross-attention keys/values (torch's and MKL's work) are made once, with the same threads."""
+    model = _model()
+    encoded, mask = _encoded(model, 2)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(2)
+            step = DecoderStep(model, encoded, mask, group=3, max_positions=5)
+            torch.set_num_threads(count)
+            tokens = torch.full((6,), 2)
+            states = []
+            with torch.no_grad():
+                for position in range(5):
+                    states.append(step._hidden(tokens))
+                    step.reorder(torch.tensor([1, 0, 0, 5, 3, 4]))
+                    tokens = torch.arange(6) + 3 + position
+            runs.append((states, step.layers[0].keys[:, :, :5].clone()))
+    finally:
+        torch.set_num_threads(threads)
+    (first, first_cache), *others = runs
+    for states, cache in others:
+        assert len(states) == len(first) == 5
+        assert all(torch.equal(a, b) for a, b in zip(states, first))
+        assert torch.equal(cache, first_cache)
