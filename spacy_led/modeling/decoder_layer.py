@@ -50,33 +50,28 @@ def _activation(layer) -> Optional[int]:
     return None
 
 
+def plain_linears(*modules: nn.Module) -> bool:
+    """Whether every module is an ``nn.Linear`` with a bias (its weight and bias may be read directly; a
+    subclass, a quantized or wrapped layer, is called instead)."""
+    return all(type(module) is nn.Linear and module.bias is not None for module in modules)
+
+
 def _norm_ok(norm: nn.Module, d: int) -> bool:
     return (type(norm) is nn.LayerNorm and tuple(norm.normalized_shape) == (d,) and norm.weight is not None
             and norm.bias is not None)
 
 
-def _linear_ok(linear: nn.Module) -> bool:
-    return type(linear) is nn.Linear and linear.bias is not None
-
-
 class LayerKernel:
     """``decoder_layer_step`` for one decoder layer (``layer``: ``LEDDecoderLayer``) with its fused q/k/v
-    projection (``qkv_weight``, ``qkv_bias``; held by the caller)."""
+    projection (``qkv_weight``, ``qkv_bias``; held by the caller). ``tensors``: its weights in the order of
+    the C struct's first fields."""
 
-    def __init__(self, layer, qkv_weight: torch.Tensor, qkv_bias: torch.Tensor, activation: int):
+    def __init__(self, layer, tensors, activation: int):
         self.layer = layer
         self.activation = activation
-        self.d = qkv_weight.shape[1]
+        self.d = layer.self_attn.num_heads * layer.self_attn.head_dim
         self.heads = layer.self_attn.num_heads
         self.ffn = layer.fc1.out_features
-        tensors = (qkv_weight, qkv_bias,
-                   layer.self_attn.out_proj.weight, layer.self_attn.out_proj.bias,
-                   layer.self_attn_layer_norm.weight, layer.self_attn_layer_norm.bias,
-                   layer.encoder_attn.q_proj.weight, layer.encoder_attn.q_proj.bias,
-                   layer.encoder_attn.out_proj.weight, layer.encoder_attn.out_proj.bias,
-                   layer.encoder_attn_layer_norm.weight, layer.encoder_attn_layer_norm.bias,
-                   layer.fc1.weight, layer.fc1.bias, layer.fc2.weight, layer.fc2.bias,
-                   layer.final_layer_norm.weight, layer.final_layer_norm.bias)
         self.tensors = tensors  # the struct holds their addresses
         self.struct = _Layer(*(t.data_ptr() for t in tensors))
         self.struct.self_norm_eps = layer.self_attn_layer_norm.eps
@@ -90,20 +85,19 @@ class LayerKernel:
             return None
         d = qkv_weight.shape[1]
         self_attn, cross = layer.self_attn, layer.encoder_attn
-        if (not all(_linear_ok(m) for m in (self_attn.out_proj, cross.q_proj, cross.out_proj, layer.fc1, layer.fc2))
-                or not all(_norm_ok(n, d) for n in (layer.self_attn_layer_norm, layer.encoder_attn_layer_norm,
-                                                    layer.final_layer_norm))
+        linears = (self_attn.out_proj, cross.q_proj, cross.out_proj, layer.fc1, layer.fc2)
+        norms = (layer.self_attn_layer_norm, layer.encoder_attn_layer_norm, layer.final_layer_norm)
+        if (not plain_linears(*linears) or not all(_norm_ok(norm, d) for norm in norms)
                 or self_attn.num_heads * self_attn.head_dim != d or self_attn.head_dim % 8 or self_attn.head_dim > 1024
                 or cross.num_heads != self_attn.num_heads):
             return None
         activation = _activation(layer)
-        tensors = [qkv_weight, qkv_bias] + [p for m in (self_attn.out_proj, cross.q_proj, cross.out_proj, layer.fc1,
-                                                        layer.fc2, layer.self_attn_layer_norm,
-                                                        layer.encoder_attn_layer_norm, layer.final_layer_norm)
-                                            for p in (m.weight, m.bias)]
+        in_struct_order = (self_attn.out_proj, layer.self_attn_layer_norm, cross.q_proj, cross.out_proj,
+                           layer.encoder_attn_layer_norm, layer.fc1, layer.fc2, layer.final_layer_norm)
+        tensors = (qkv_weight, qkv_bias) + tuple(t for module in in_struct_order for t in (module.weight, module.bias))
         if activation is None or not kernels.usable(*tensors) or kernels.library() is None:
             return None
-        return cls(layer, qkv_weight, qkv_bias, activation)
+        return cls(layer, tensors, activation)
 
     def __call__(self, hidden: torch.Tensor, position: int, keys: torch.Tensor, values: torch.Tensor,
                  cross_keys: torch.Tensor, cross_values_t: torch.Tensor, cross_mask: Optional[torch.Tensor],

@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import fewrow, greedy_head
-from .decoder_layer import LayerKernel, Scratch
+from .decoder_layer import LayerKernel, Scratch, plain_linears
 
 # Up to this many rows a linear layer on the CPU runs as W @ x^T (see the module docstring); more rows are a
 # real matrix product, where nn.Linear's own kernel is the better one.
@@ -113,10 +113,6 @@ def _linear(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return module(x)
 
 
-def _plain(*modules: nn.Module) -> bool:
-    return all(type(module) is nn.Linear and module.bias is not None for module in modules)
-
-
 class _LayerStep:
     """One decoder layer's step weights and caches."""
 
@@ -126,7 +122,7 @@ class _LayerStep:
         self.heads, self.head_dim = attention.num_heads, attention.head_dim
         self.scale = self.head_dim**-0.5
         projections = (attention.q_proj, attention.k_proj, attention.v_proj)
-        if _plain(*projections):
+        if plain_linears(*projections):
             self.qkv_weight = torch.cat([p.weight for p in projections])
             self.qkv_bias = torch.cat([p.bias for p in projections])
         else:
@@ -143,7 +139,7 @@ class _LayerStep:
         # fewrow multiplies the probabilities by the values' rows of S: it keeps them (inputs, H, D, S)
         self.values_transposed = (encoded.device.type == "cpu" and dtype == torch.float32
                                   and rows // batch <= fewrow.MAX_ROWS and fewrow.library() is not None)
-        if self.values_transposed and _plain(cross.v_proj) and not torch.is_grad_enabled():
+        if self.values_transposed and plain_linears(cross.v_proj) and not torch.is_grad_enabled():
             # W x^T + b is already (d, S) per input: no transposing copy of the values (12.6 MB per layer at
             # 4k, in cold memory); the same function as x W^T + b (tests/test_decoder_step.py compares them)
             values = encoded.new_empty((batch, self.heads * self.head_dim, length))
