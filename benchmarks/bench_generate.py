@@ -254,10 +254,9 @@ def compare_generate(torch, models, inputs, beams: int, new_tokens: int, repeats
         for impl in impls if rep % 2 == 0 else impls[::-1]:
             outputs.pop(impl, None)
             start = time.perf_counter()
+            library = "ours" if impl == FULL_HEAD else impl
             with torch.no_grad(), greedy_head.disabled() if impl == FULL_HEAD else contextlib.nullcontext():
-                model = models["ours" if impl == FULL_HEAD else impl]
-                outputs[impl] = _generate_call("ours" if impl == FULL_HEAD else impl, model, inputs, beams,
-                                               new_tokens)
+                outputs[impl] = _generate_call(library, models[library], inputs, beams, new_tokens)
             times[impl].append(time.perf_counter() - start)
             print(f"    {impl}: {times[impl][-1]:.1f} s", file=sys.stderr, flush=True)
     medians = {impl: statistics.median(values) for impl, values in times.items()}

@@ -47,6 +47,27 @@ def torch_threads(count: int):
         torch.set_num_threads(before)
 
 
+def randomize_biases_and_norms(model) -> None:
+    """Biases and layer norms drawn at random (they are zeros and ones at init, where a dropped bias or a
+    swapped norm weight would go unnoticed)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                parameter.normal_(1.0 if name.endswith("norm.weight") else 0.0, 0.2)
+
+
+def encoded_inputs(model, inputs: int, length: int, pad_step: int):
+    """The encoder output of ``inputs`` random rows of ``length`` tokens, row r right-padded by
+    ``pad_step * r`` tokens (different lengths: a cross-attention mask must apply per input), and the mask."""
+    generator = torch.Generator().manual_seed(inputs)
+    ids = torch.randint(3, model.config.vocab_size, (inputs, length), generator=generator)
+    mask = torch.ones_like(ids)
+    for row in range(1, inputs):
+        mask[row, length - pad_step * row :] = 0
+    with torch.no_grad():
+        return model.led.encoder(ids, attention_mask=mask).last_hidden_state, mask
+
+
 def make_batch(batch=3, length=123, vocab=99, pad_lengths=(123, 100, 50), globals_per_row=((0, 7, 60), (0,), ()), seed=0):
     """Right-padded ids, attention mask and a global mask with different counts per row (none in one)."""
     generator = torch.Generator().manual_seed(seed)

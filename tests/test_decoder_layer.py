@@ -5,12 +5,12 @@ import pytest
 import torch
 from torch import nn
 
-from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration, decoder_layer, kernels
+from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration, decoder_layer
 from spacy_led.modeling.decoder_step import DecoderStep
 
-from conftest import TINY, relative_error
+from conftest import TINY, encoded_inputs, randomize_biases_and_norms, relative_error, torch_threads
 
-pytestmark = pytest.mark.skipif(kernels.library() is None, reason="the compiled kernels do not build here")
+pytestmark = pytest.mark.usefixtures("compiled_kernels")  # skips where they cannot run, fails where they should
 
 TOLERANCE = 1e-5  # relative to the largest value (float32 parity)
 
@@ -18,21 +18,12 @@ TOLERANCE = 1e-5  # relative to the largest value (float32 parity)
 def _model(**overrides):
     torch.manual_seed(0)
     model = LEDForConditionalGeneration(LEDConfig(**{**TINY, **overrides})).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():  # biases and norms are zeros and ones at init
-            if name.endswith("bias") or "norm" in name:
-                parameter.normal_(1.0 if name.endswith("norm.weight") else 0.0, 0.2)
+    randomize_biases_and_norms(model)
     return model
 
 
-def _encoded(model, inputs: int, length: int = 23):
-    generator = torch.Generator().manual_seed(inputs)
-    ids = torch.randint(3, model.config.vocab_size, (inputs, length), generator=generator)
-    mask = torch.ones_like(ids)
-    for row in range(1, inputs):  # right padding of different lengths: the cross mask must apply per input
-        mask[row, length - 4 * row :] = 0
-    with torch.no_grad():
-        return model.led.encoder(ids, attention_mask=mask).last_hidden_state, mask
+def _encoded(model, inputs: int):
+    return encoded_inputs(model, inputs, length=23, pad_step=4)
 
 
 def _run(model, inputs, group, steps, kernel_on):
@@ -141,23 +132,18 @@ def test_same_bits_with_one_thread_or_several():
     cross-attention keys/values (torch's and MKL's work) are made once, with the same threads."""
     model = _model()
     encoded, mask = _encoded(model, 2)
-    threads = torch.get_num_threads()
     runs = []
-    try:
-        for count in (1, 2, 3):
-            torch.set_num_threads(2)
+    for count in (1, 2, 3):
+        with torch_threads(2):
             step = DecoderStep(model, encoded, mask, group=3, max_positions=5)
-            torch.set_num_threads(count)
-            tokens = torch.full((6,), 2)
-            states = []
-            with torch.no_grad():
-                for position in range(5):
-                    states.append(step._hidden(tokens))
-                    step.reorder(torch.tensor([1, 0, 0, 5, 3, 4]))
-                    tokens = torch.arange(6) + 3 + position
-            runs.append((states, step.layers[0].keys[:, :, :5].clone()))
-    finally:
-        torch.set_num_threads(threads)
+        tokens = torch.full((6,), 2)
+        states = []
+        with torch_threads(count), torch.no_grad():
+            for position in range(5):
+                states.append(step._hidden(tokens))
+                step.reorder(torch.tensor([1, 0, 0, 5, 3, 4]))
+                tokens = torch.arange(6) + 3 + position
+        runs.append((states, step.layers[0].keys[:, :, :5].clone()))
     (first, first_cache), *others = runs
     for states, cache in others:
         assert len(states) == len(first) == 5

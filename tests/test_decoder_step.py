@@ -9,7 +9,7 @@ from spacy_led.modeling import LEDConfig, LEDForConditionalGeneration
 from spacy_led.modeling import decoder_layer, decoder_step, fewrow
 from spacy_led.modeling.decoder_step import FEW_ROWS, DecoderStep
 
-from conftest import TINY, relative_error
+from conftest import TINY, encoded_inputs, randomize_biases_and_norms, relative_error
 
 TOLERANCE = 1e-5  # relative to the largest logit
 
@@ -20,21 +20,12 @@ def model():
     model = LEDForConditionalGeneration(LEDConfig(**TINY)).eval()
     with torch.no_grad():
         model.final_logits_bias.normal_()
-        for name, parameter in model.named_parameters():  # biases and norms are zeros and ones at init
-            if name.endswith("bias") or "norm" in name:
-                parameter.normal_(1.0 if name.endswith("norm.weight") else 0.0, 0.2)
+    randomize_biases_and_norms(model)
     return model
 
 
-def _encoded(model, inputs: int, length: int = 21):
-    generator = torch.Generator().manual_seed(inputs)
-    ids = torch.randint(3, TINY["vocab_size"], (inputs, length), generator=generator)
-    mask = torch.ones_like(ids)
-    for row in range(1, inputs):  # right padding of different lengths
-        mask[row, length - 3 * row :] = 0
-    with torch.no_grad():
-        encoded = model.led.encoder(ids, attention_mask=mask).last_hidden_state
-    return encoded, mask
+def _encoded(model, inputs: int):
+    return encoded_inputs(model, inputs, length=21, pad_step=3)
 
 
 def _full_logits(model, histories, encoded, mask, group):
